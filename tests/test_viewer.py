@@ -1,0 +1,200 @@
+"""Headless tests of timer1_lib.viewer (nbs/30_viewer.ipynb): scrubber, timeline and case browser logic, bad inputs."""
+import io, json, os
+
+import numpy as np
+import pytest
+from PIL import Image
+from plotly.callbacks import InputDeviceState, Points
+
+from timer1_lib.data import ASSETS
+from timer1_lib.video import FrameCache, synthetic_frame_index, write_synthetic_video
+from timer1_lib.viewer import (CaseBrowser, Case, Scrubber, browse, load_examples, make_cases, open_runs,
+                               score_prediction, time_mentions, _PLAYHEAD, _MENTIONS)
+
+
+@pytest.fixture(scope='module')
+def cache(tmp_path_factory):
+    return FrameCache(tmp_path_factory.mktemp('frames'))
+
+
+@pytest.fixture(scope='module')
+def v12(tmp_path_factory):
+    "12 s at 4 fps; frame i shows the number i (read back with synthetic_frame_index)."
+    return write_synthetic_video(tmp_path_factory.mktemp('v') / 'v12.mp4', 12, fps=4)
+
+
+def frame_number(jpeg: bytes) -> int:
+    return synthetic_frame_index(np.asarray(Image.open(io.BytesIO(jpeg)).convert('RGB')))
+
+
+def case(video, cid='c1', gt=(3.0, 6.0), texts=('<think>it starts at 0:03 and lasts from 3 to 6 s</think><answer>3 to 6</answer>',),
+         **kw):
+    preds = [score_prediction(f'run{k}', t, gt, 12.0) for k, t in enumerate(texts)]
+    return Case(cid, f'query {cid}', str(video), 12.0, gt, preds, **kw)
+
+
+def test_slider_changes_image_bytes_and_playhead(v12, cache):
+    sc = Scrubber(case(v12), cache=cache)
+    assert sc.error is None and len(sc.source) == 48 and sc.slider.step == 0.25
+    assert frame_number(sc.image.value) == 0 and sc.playhead == 0.0
+    seen = []
+    for t, want in ((2.0, 8), (2.6, 10), (11.9, 47), (0.4, 2)):
+        before = sc.image.value
+        sc.slider.value = t
+        assert sc.image.value != before
+        assert frame_number(sc.image.value) == want, t
+        assert sc.playhead == t and tuple(sc.timeline.data[_PLAYHEAD].x) == (t, t)
+        seen.append(sc.image.value)
+    assert len(set(seen)) == 4
+    assert 'frame 3/48' in sc.frame_label.value
+
+
+def test_play_button_and_timeline_click_seek(v12, cache):
+    sc = Scrubber(case(v12), cache=cache)
+    assert sc.play.max == 47 and sc.play.interval == 250      # real time: one frame per 0.25 s
+    sc.play.value = 20
+    assert sc.slider.value == 5.0 and frame_number(sc.image.value) == 20 and sc.playhead == 5.0
+    sc.slider.value = 7.0
+    assert sc.play.value == 28                                 # the play button follows the slider
+    sc._on_click(sc.timeline.data[0], Points([3], [9.1], [0], 'seek', 0), InputDeviceState())
+    assert sc.slider.value == 9.1 and frame_number(sc.image.value) == 36 and sc.playhead == 9.1
+    sc.seek(100)                                               # clamped
+    assert sc.slider.value == sc.slider.max == 12.0
+
+
+def test_timeline_tracks_segments_and_thinking_marks(v12, cache):
+    c = case(v12, texts=('<think>at 0:02, then from 3 to 6 s</think><answer>3 to 6</answer>', '<answer>8 to 10</answer>',
+                         'I cannot tell.'))
+    sc = Scrubber(c, cache=cache)
+    fig = sc.timeline
+    assert list(fig.layout.yaxis.ticktext) == ['ground truth', 'run0', 'run0 · thinking', 'run1', 'run2']
+    rects = {(s.x0, s.x1) for s in fig.layout.shapes}
+    assert {(3.0, 6.0), (8.0, 10.0)} <= rects
+    assert sorted(fig.data[_MENTIONS].x) == [2.0, 4.5]
+    assert any('unparsable' in a.text for a in fig.layout.annotations)
+    assert fig.layout.xaxis.range == (0, 12.0)
+    assert '<mark' in sc.info.value and '0:02' in sc.info.value
+
+
+def test_selecting_a_case_updates_every_part(v12, cache, tmp_path):
+    other = write_synthetic_video(tmp_path / 'v6.mp4', 6, fps=4)
+    a = case(v12, 'a', texts=('<answer>3 to 6</answer>',), dataset='d1', qtype='x')
+    b = Case('b', 'the second query', str(other), 6.0, (1.0, 2.0),
+             [score_prediction('run0', '<think>early, from 0.5 to 2 s</think><answer>0.5 to 2</answer>', (1.0, 2.0), 6.0)],
+             dataset='d2', qtype='y')
+    br = CaseBrowser([a, b], cache=cache, sort='-iou')
+    assert [c.id for c in br.cases] == ['a', 'b'] and br.current.id == 'a'
+    br.scrubber.slider.value = 10.0
+    parts = lambda: (br.scrubber.image.value, br.scrubber.info.value, tuple(br.scrubber.timeline.layout.yaxis.ticktext),
+                     br.scrubber.timeline.layout.xaxis.range, br.scrubber.slider.max, br.status.value, br.case_menu.value)
+    before = parts()
+    br.step(1)
+    after = parts()
+    assert br.current.id == 'b' and br.index == 1
+    assert all(x != y for x, y in zip(before, after)), (before, after)
+    assert frame_number(br.scrubber.image.value) == 0 and br.scrubber.slider.value == 0.0 and br.scrubber.playhead == 0.0
+    assert 'the second query' in br.scrubber.info.value and br.scrubber.slider.max == 6.0
+    assert 'case 2 / 2' in br.status.value and br.next_btn.disabled and not br.prev_btn.disabled
+    br.case_menu.value = 0                                     # the case menu selects too
+    assert br.current.id == 'a'
+    br.dataset.value = 'd2'
+    assert [c.id for c in br.cases] == ['b'] and br.current.id == 'b'
+
+
+def test_missing_video_renders_a_message(tmp_path, cache):
+    c = case(tmp_path / 'not_here.mp4')
+    sc = Scrubber(c, cache=cache)
+    assert 'Video not found' in sc.message.value and 'not_here.mp4' in sc.message.value
+    assert sc.image.layout.display == 'none' and sc.play.disabled
+    sc.slider.value = 5.0                                      # the timeline still follows
+    assert sc.playhead == 5.0 and 'query c1' in sc.info.value
+    sc2 = Scrubber(c, cache=cache, video_root=tmp_path)
+    assert 'video_root=' in sc2.message.value and str(tmp_path) in sc2.message.value
+
+
+def test_undecodable_video_renders_a_message(tmp_path, cache):
+    bad = tmp_path / 'broken.mp4'
+    bad.write_bytes(os.urandom(4096))
+    sc = Scrubber(case(bad), cache=cache)
+    assert 'Cannot decode' in sc.message.value and 'broken.mp4' in sc.message.value and sc.source is None
+
+
+def test_empty_predictions_render_a_message(tmp_path, cache, v12):
+    p = tmp_path / 'empty.jsonl'
+    p.write_text(json.dumps({'type': 'config', 'model': 'm'}) + '\n')
+    br = browse(p, cache=cache)
+    assert br.cases == [] and 'hold no records' in br.scrubber.message.value
+    sc = Scrubber(Case('z', 'q', str(v12), 12.0, (1.0, 2.0)), cache=cache)     # a case nobody predicted
+    assert 'No predictions' in sc.message.value and 'No predictions' in sc.info.value
+
+
+def test_unparsable_output_renders_a_message(v12, cache):
+    sc = Scrubber(case(v12, texts=('<think>somewhere early</think><answer>early on</answer>',)), cache=cache)
+    p = sc.case.predictions[0]
+    assert (p.pred, p.iou, p.tiou, p.format) == (None, 0.0, 0.0, 1.0)
+    assert 'unparsable' in sc.info.value and 'no “s to e” pair found' in sc.info.value
+    assert any('no segment (unparsable answer)' in a.text for a in sc.timeline.layout.annotations)
+
+
+def test_browse_an_evaluation_folder(tmp_path, cache, v12):
+    out = tmp_path / 'eval' / 'run1'
+    runs = []
+    for name, ans in (('ckA', '3 to 6'), ('ckB', '7 to 9')):
+        f = out / name / 'Synth' / 'predictions.jsonl'
+        f.parent.mkdir(parents=True)
+        recs = [{'type': 'config', 'model': name},
+                {'type': 'prediction', 'id': 'x1', 'query': 'q', 'video': str(v12), 'text': f'<answer>{ans}</answer>',
+                 'pred': [float(v) for v in ans.split(' to ')], 'gt': [3.0, 6.0], 'duration': 12.0}]
+        f.write_text('\n'.join(json.dumps(r) for r in recs) + '\n')
+        runs.append({'name': name, 'dataset': 'Synth', 'predictions': str(f)})
+    (out / 'metrics.json').write_text(json.dumps({'schema': 'timer1.eval/1', 'config': {'checkpoints': ['tiny']}, 'runs': runs}))
+    br = browse(out, cache=cache)
+    assert [c.id for c in br.cases] == ['x1'] and br.current.runs == ['ckA', 'ckB']
+    assert br.scrubber.source is not None and br.current.disagreement == 1.0
+    br.outcome.value = 'mixed'
+    assert [c.id for c in br.cases] == ['x1']
+    br.run.value = 'ckB'; br.outcome.value = 'hit'
+    assert br.cases == [] and 'No cases match' in br.scrubber.message.value
+
+
+def test_ohofg_examples_on_the_real_video(cache):
+    runs, items = load_examples()
+    c = make_cases(runs, items)[0]
+    assert (c.query, c.gt, c.duration) == ('person sitting down in a chair.', (1.0, 7.5), 35.04)
+    assert [p.pred for p in c.predictions] == [(1.2, 7.0), (15.5, 22.0), None, (2.0, 6.0)]
+    sc = Scrubber(c, cache=cache)
+    assert sc.source.video.path == str(ASSETS / 'OHOFG.mp4') and 130 <= len(sc.source) <= 142
+    assert sc.source.video.size == (252, 448)
+    img0 = sc.image.value
+    sc.seek(4.0)
+    assert sc.image.value != img0 and Image.open(io.BytesIO(sc.image.value)).size == (448, 252)
+
+
+@pytest.mark.parametrize('text,want', [
+    ('from 1.2 to 7.0 seconds', [(1.2, 7.0)]),
+    ('between 15.5 and 22 s', [(15.5, 22.0)]),
+    ('<2.0 to 5.5: stands up>', [(2.0, 5.5)]),
+    ('at 0:01, then 0:03-0:07', [(1.0, 1.0), (3.0, 7.0)]),
+    ('after 8 s and around 14.', [(8.0, 8.0), (14.0, 14.0)]),
+    ('2 people take 3 steps', []),
+])
+def test_time_mentions(text, want):
+    assert [(m.start, m.end) for m in time_mentions(text)] == want
+
+
+def test_reader_agrees_with_infer_read_predictions(tmp_path):
+    "The viewer reads prediction files without importing transformers; it must read them as infer does."
+    from timer1_lib.infer import read_predictions
+    from timer1_lib.viewer import load_run
+    recs = [{'type': 'config', 'model': 'm', 'prompt': 'think'},
+            {'type': 'prediction', 'id': 'a', 'text': '<answer>1 to 2</answer>', 'pred': [1.0, 2.0], 'gt': [1.0, 2.0], 'duration': 5.0},
+            {'type': 'prediction', 'id': 'b', 'text': 'x', 'pred': None, 'gt': [0.0, 1.0], 'duration': 5.0}]
+    p = tmp_path / 'p.jsonl'
+    p.write_text('\n'.join(json.dumps(r) for r in recs) + '\n{"type": "prediction", "id": "c", "te')   # interrupted last line
+    with pytest.warns(UserWarning):
+        cfg, got = read_predictions(p)
+    run = load_run(p)
+    assert run.config == cfg and list(run.records.values()) == got and list(run.records) == ['a', 'b']
+    p.write_text(json.dumps(recs[1]) + '\n')
+    with pytest.raises(ValueError, match='config'): read_predictions(p)
+    with pytest.raises(ValueError, match='config'): load_run(p)
