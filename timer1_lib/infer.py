@@ -14,7 +14,7 @@ import transformers
 from tqdm import tqdm
 from transformers import GenerationConfig
 import timer1_lib
-from .data import GroundingItem, find_video, asset_path
+from .data import GroundingItem, find_video, asset_path, read_prediction_lines
 from .video import VideoSamplingConfig, load_video, processor_video_kwargs
 from .rewards import parse_answer, iou
 from .model import (build_prompt, prompt_variant, vision_token_ids, PROMPT_TEMPLATES, SYSTEM,
@@ -56,40 +56,10 @@ def _config_diff(old: dict, new: dict) -> list[str]:
     return [k for k in RUN_KEYS if json.dumps(old.get(k), sort_keys=True) != json.dumps(new.get(k), sort_keys=True)]
 
 # %% ../nbs/06_infer.ipynb #ed63a31c
-def _read_lines(path: Path) -> tuple[dict, list[dict], int]:
-    "config, records, byte length of the well-formed prefix."
-    data = path.read_bytes()
-    config, recs, seen, good = None, [], set(), 0
-    lines = data.split(b'\n')
-    for i, raw in enumerate(lines, 1):
-        last = i == len(lines)
-        if not raw.strip():
-            if not last: good += len(raw) + 1
-            continue
-        try: r = json.loads(raw)
-        except json.JSONDecodeError as e:
-            if last:   # no trailing newline: interrupted write
-                warnings.warn(f"{path}: ignoring incomplete last line {i} ({len(raw)} bytes): {e}")
-                break
-            raise ValueError(f"{path}: line {i} is not valid JSON: {e}") from None
-        if last:   # complete JSON but no newline: keep it, the file is fine
-            good += len(raw)
-        else: good += len(raw) + 1
-        if r.get('type') == 'config':
-            if config is not None: raise ValueError(f"{path}: second config record at line {i}")
-            config = r; continue
-        if config is None: raise ValueError(f"{path}: line {i} comes before the config header line")
-        if 'id' not in r: raise ValueError(f"{path}: line {i} has no 'id': {str(r)[:200]}")
-        if r['id'] in seen: raise ValueError(f"{path}: duplicate prediction id {r['id']!r} at line {i}")
-        seen.add(r['id']); recs.append(r)
-    if config is None: raise ValueError(f"{path}: no config header line ({{\"type\": \"config\", ...}})")
-    return config, recs, good
-
 def read_predictions(path) -> tuple[dict, list[dict]]:
     "The run config (header line) and the prediction records of a predictions JSONL file."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"no predictions file at {path}")
-    config, recs, _ = _read_lines(path)
+    config, recs, _ = read_prediction_lines(path)
     return config, recs
 
 # %% ../nbs/06_infer.ipynb #ea012c7d
@@ -146,7 +116,7 @@ def predict(model, processor, items: Iterable[GroundingItem], *, out_path=None, 
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         if out_path.exists() and out_path.stat().st_size and not overwrite:
-            old, recs, good = _read_lines(out_path)
+            old, recs, good = read_prediction_lines(out_path)
             diff = _config_diff(old, config)
             if diff:
                 raise PredictionConfigError(

@@ -14,7 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 import traitlets
 
-from .data import ASSETS, GroundingItem, asset_path, find_video
+from .data import ASSETS, GroundingItem, asset_path, find_video, read_prediction_lines
 from .rewards import has_format, iou, parse_answer, segment_score
 from .video import VideoClip, VideoDecodeError, VideoNotFoundError, VideoSamplingConfig, load_video
 
@@ -124,33 +124,10 @@ class Run:
     dataset: str | None = None             # dataset display name (from an evaluation's metrics.json)
     def __repr__(self): return f"Run({self.name!r}: {len(self.records)} records, dataset={self.dataset!r}, path={str(self.path) if self.path else None!r})"
 
-def _read_prediction_file(path: Path) -> tuple[dict, list[dict]]:
-    "`infer.read_predictions`'s rules without importing transformers (7 s): config header first, unique ids, an interrupted last line ignored."
-    lines = path.read_bytes().split(b'\n')
-    config, recs, seen = None, [], set()
-    for i, raw in enumerate(lines, 1):
-        if not raw.strip(): continue
-        try: r = json.loads(raw)
-        except json.JSONDecodeError as e:
-            if i == len(lines):
-                _logger.warning(f"{path}: ignoring incomplete last line {i}: {e}"); break
-            raise ValueError(f"{path}: line {i} is not valid JSON: {e}") from None
-        if not isinstance(r, dict): raise ValueError(f"{path}: line {i} is not a JSON object")
-        if r.get('type') == 'config':
-            if config is not None: raise ValueError(f"{path}: second config record at line {i}")
-            config = r; continue
-        if config is None: raise ValueError(f"{path}: line {i} comes before the config header line")
-        if 'id' not in r: raise ValueError(f"{path}: line {i} has no 'id': {str(r)[:200]}")
-        if r['id'] in seen: raise ValueError(f"{path}: duplicate prediction id {r['id']!r} at line {i}")
-        seen.add(r['id']); recs.append(r)
-    if config is None: raise ValueError(f"{path}: no config header line ({{\"type\": \"config\", ...}})")
-    return config, recs
-
 def load_run(path, name: str | None = None, dataset: str | None = None) -> Run:
     "A `Run` from a predictions JSONL file (the format of `infer.predict` / `infer.read_predictions`)."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"no predictions file at {path}")
-    config, recs = _read_prediction_file(path)
+    config, recs, _ = read_prediction_lines(path)   # from `data`: no transformers import (infer's costs ~7 s)
     return Run(name or _unique_names([path])[0], {str(r['id']): r for r in recs}, config, path, dataset)
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
