@@ -24,7 +24,7 @@ from .data import Annotations, AnnotationError, GroundingItem, load_annotations,
 from .grpo import mm_token_type_ids
 from .model import build_prompt, freeze_vision_tower, load_model, load_processor, vision_token_ids
 from .rewards import REWARDS, parse_answer
-from .video import VideoSamplingConfig, load_video, processor_video_kwargs
+from .video import VideoArgs, VideoSamplingConfig, load_video, processor_video_kwargs
 
 # %% auto #0
 __all__ = ['DECIMALS', 'EVIDENCE_STYLES', 'CONCLUSION', 'COT_FIELDS', 'fmt_time', 'answer_text', 'evidence_line',
@@ -220,7 +220,7 @@ def write_cot_examples(items: Iterable[GroundingItem], path, **cot_kw) -> Path:
 
 # %% ../nbs/13_coldstart.ipynb #54fbf8a7
 @dataclass
-class ColdStartConfig(SFTConfig):
+class ColdStartConfig(VideoArgs, SFTConfig):
     "`trl.SFTConfig` plus the cold-start knobs (CoT target, frozen ViT, video sampling as `TimeR1Config`)."
     think: bool = field(default=True, metadata={"help":
         "Train `<think>...</think> <answer>...</answer>` targets under the Time-R1 think prompt; False: `<answer>` only, no-think prompt."})
@@ -230,16 +230,6 @@ class ColdStartConfig(SFTConfig):
     freeze_vision: bool = field(default=True, metadata={"help":
         "Freeze the vision tower (as Time-R1 `fix_vit`); the patch merger stays trainable unless `train_merger=False`."})
     train_merger: bool = field(default=True, metadata={"help": "Keep the ViT->LLM patch merger trainable when `freeze_vision`."})
-    video_fps: float = field(default=2.0, metadata={"help": "Frames sampled per second of clip (Time-R1: 2)."})
-    video_max_frames: int = field(default=768, metadata={"help": "Maximum sampled frames per clip (qwen-vl-utils FPS_MAX_FRAMES)."})
-    video_total_pixels: int = field(default=3584 * 28 * 28, metadata={"help": "Pixel budget of a whole clip (Time-R1: 3584*28*28)."})
-    video_min_pixels: int = field(default=16 * 28 * 28, metadata={"help": "Minimum pixels per frame (Time-R1: 16*28*28)."})
-    video_max_pixels: int = field(default=768 * 28 * 28, metadata={"help": "Maximum pixels per frame."})
-    video_frame_size: list[int] | None = field(default=None, metadata={"help":
-        "Fixed [height, width] of every frame (multiples of 28), instead of the pixel budget (tiny models)."})
-    video_root: str | None = field(default=None, metadata={"help": "Folder that relative `video` paths are resolved against."})
-    video_cache: str | None = field(default='default', metadata={"help":
-        "Decoded-frame cache: 'default' (artifacts/cache/frames or $TIMER1_CACHE), a folder, or 'none'."})
     # defaults that differ from TRL 1.16's SFTConfig
     max_length: int | None = field(default=None, metadata={"help":
         "Longest prompt + target in tokens; longer targets are cut, a longer prompt (the video is in it) is an error. "
@@ -264,16 +254,6 @@ class ColdStartConfig(SFTConfig):
         except ValueError as e: raise ValueError(f"ColdStartConfig video_* fields: {e}") from None
         super().__post_init__()
         self.dataset_kwargs = {**(self.dataset_kwargs or {}), 'skip_prepare_dataset': True}  # rows are tokenized in the collator
-
-    def video_sampling(self) -> VideoSamplingConfig:
-        "The `VideoSamplingConfig` the collator decodes clips with."
-        size = None if self.video_frame_size is None else tuple(self.video_frame_size)
-        return VideoSamplingConfig(fps=self.video_fps, max_frames=self.video_max_frames, total_pixels=self.video_total_pixels,
-                                   min_pixels=self.video_min_pixels, max_pixels=self.video_max_pixels, size=size)
-
-    def frame_cache(self):
-        "The `cache` argument of `load_video` for `video_cache`."
-        return {'default': True, 'none': False, None: False}.get(self.video_cache, self.video_cache)
 
 # %% ../nbs/13_coldstart.ipynb #66909c7f
 def cot_rows(items: Iterable[GroundingItem], think: bool = True, style: str = 'span', max_evidence: int = 4,

@@ -234,7 +234,7 @@ class CurriculumCallback(TrainerCallback):
                   max_new_tokens=self.max_new_tokens or getattr(args, 'max_completion_length', None) or 200)
         if hasattr(args, 'video_sampling'):
             kw.update(video_config=args.video_sampling(), video_root=args.video_root,
-                      cache={'default': True, 'none': False, None: False}.get(args.video_cache, args.video_cache))
+                      cache=args.frame_cache())
         return kw
 
     def score(self, model, processor, items: list[GroundingItem], args, out_path=None) -> list[float]:

@@ -17,7 +17,7 @@ from trl import GRPOConfig, GRPOTrainer
 from .data import GroundingItem
 from .model import build_messages, freeze_vision_tower, load_model, load_processor, vision_token_ids
 from .rewards import REWARDS, completion_text, get_reward, parse_answer
-from .video import FrameCache, VideoSamplingConfig, load_video, processor_video_kwargs
+from .video import FrameCache, VideoArgs, VideoSamplingConfig, load_video, processor_video_kwargs
 
 # %% auto #0
 __all__ = ['LOSS_TYPES', 'reward_names', 'TimeR1Config', 'grounding_rows', 'grounding_dataset', 'toy_grounding_items',
@@ -39,7 +39,7 @@ def reward_names(x: str | Sequence[str]) -> list[str]:
 
 # %% ../nbs/11_grpo.ipynb #ca564de3
 @dataclass
-class TimeR1Config(GRPOConfig):
+class TimeR1Config(VideoArgs, GRPOConfig):
     "`trl.GRPOConfig` plus the Time-R1 knobs (rewards by name, frozen ViT, video sampling, JSONL logging)."
     reward_funcs: list[str] = field(default_factory=lambda: ['tiou', 'format'], metadata={"help":
         "Reward functions by name from `timer1_lib.rewards.REWARDS` (list or comma-separated string). Weights: "
@@ -47,16 +47,6 @@ class TimeR1Config(GRPOConfig):
     freeze_vision: bool = field(default=True, metadata={"help":
         "Freeze the vision tower (Time-R1 `fix_vit true`); the patch merger stays trainable unless `train_merger=False`."})
     train_merger: bool = field(default=True, metadata={"help": "Keep the ViT->LLM patch merger trainable when `freeze_vision`."})
-    video_fps: float = field(default=2.0, metadata={"help": "Frames sampled per second of clip (Time-R1: 2)."})
-    video_max_frames: int = field(default=768, metadata={"help": "Maximum sampled frames per clip (qwen-vl-utils FPS_MAX_FRAMES)."})
-    video_total_pixels: int = field(default=3584 * 28 * 28, metadata={"help": "Pixel budget of a whole clip (Time-R1: 3584*28*28)."})
-    video_min_pixels: int = field(default=16 * 28 * 28, metadata={"help": "Minimum pixels per frame (Time-R1: 16*28*28)."})
-    video_max_pixels: int = field(default=768 * 28 * 28, metadata={"help": "Maximum pixels per frame."})
-    video_frame_size: list[int] | None = field(default=None, metadata={"help":
-        "Fixed [height, width] of every frame (multiples of 28), instead of the pixel budget (tiny models)."})
-    video_root: str | None = field(default=None, metadata={"help": "Folder that relative `video` paths are resolved against."})
-    video_cache: str | None = field(default='default', metadata={"help":
-        "Decoded-frame cache: 'default' (artifacts/cache/frames or $TIMER1_CACHE), a folder, or 'none'."})
     log_samples: int = field(default=8, metadata={"help":
         "Completions written to `completions.jsonl` at each logging step (whole groups first); 0 disables."})
     # defaults that differ from TRL 1.16 (see the markdown above)
@@ -96,12 +86,6 @@ class TimeR1Config(GRPOConfig):
         try: self.video_sampling()
         except ValueError as e: raise ValueError(f"TimeR1Config video_* fields: {e}") from None
         super().__post_init__()
-
-    def video_sampling(self) -> VideoSamplingConfig:
-        "The `VideoSamplingConfig` the trainer decodes clips with."
-        size = None if self.video_frame_size is None else tuple(self.video_frame_size)
-        return VideoSamplingConfig(fps=self.video_fps, max_frames=self.video_max_frames, total_pixels=self.video_total_pixels,
-                                   min_pixels=self.video_min_pixels, max_pixels=self.video_max_pixels, size=size)
 
 # %% ../nbs/11_grpo.ipynb #ca3581ef
 def grounding_rows(items: Iterable[GroundingItem], think: bool = True, video_root: str | os.PathLike | None = None,
@@ -221,7 +205,7 @@ class TimeR1Trainer(GRPOTrainer):
         gk['suppress_tokens'] = sorted(set(gk.get('suppress_tokens') or []) | set(vision_token_ids(processing_class)))
         args.generation_kwargs = gk
         self._video_config = args.video_sampling()
-        if frame_cache is None: frame_cache = {'default': True, 'none': False, None: False}.get(args.video_cache, args.video_cache)
+        if frame_cache is None: frame_cache = args.frame_cache()
         self._frame_cache = frame_cache
         self._pending_clips = None   # decoded clips of the rows being rolled out (read by _tokenize_prompts)
         self._video_ctx = None       # per-row video tensors of the rows being forwarded (read by the log-prob forward)

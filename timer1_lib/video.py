@@ -6,7 +6,7 @@
 __all__ = ['VideoSamplingConfig', 'ClipWindowError', 'smart_resize', 'smart_nframes', 'frame_max_pixels', 'frame_size',
            'sample_frame_indices', 'VideoDecodeError', 'VideoNotFoundError', 'VideoClip', 'decode_video',
            'write_synthetic_video', 'synthetic_frame_index', 'default_cache_root', 'FrameCache', 'load_video',
-           'processor_video_kwargs', 'video_temporal_ids', 'rope_time_error', 'benchmark_cache']
+           'processor_video_kwargs', 'video_temporal_ids', 'rope_time_error', 'benchmark_cache', 'VideoArgs']
 
 # %% ../nbs/03_video.ipynb #b7fc46c7
 import collections
@@ -548,3 +548,28 @@ def benchmark_cache(path: str | os.PathLike | None = None, config: VideoSampling
                   "frame sampling without the bicubic resize (the rest of cold is the resize).", ""]
         (out / "video_cache.md").write_text("\n".join(lines))
     return res
+
+# %% ../nbs/03_video.ipynb #2ecf3a57
+@dataclass
+class VideoArgs:
+    "The `video_*` fields shared by timer1's training configs, and what they make: a `VideoSamplingConfig` and a cache."
+    video_fps: float = field(default=2.0, metadata={"help": "Frames sampled per second of clip (Time-R1: 2)."})
+    video_max_frames: int = field(default=768, metadata={"help": "Maximum sampled frames per clip (qwen-vl-utils FPS_MAX_FRAMES)."})
+    video_total_pixels: int = field(default=3584 * 28 * 28, metadata={"help": "Pixel budget of a whole clip (Time-R1: 3584*28*28)."})
+    video_min_pixels: int = field(default=16 * 28 * 28, metadata={"help": "Minimum pixels per frame (Time-R1: 16*28*28)."})
+    video_max_pixels: int = field(default=768 * 28 * 28, metadata={"help": "Maximum pixels per frame."})
+    video_frame_size: list[int] | None = field(default=None, metadata={"help":
+        "Fixed [height, width] of every frame (multiples of 28), instead of the pixel budget (tiny models)."})
+    video_root: str | None = field(default=None, metadata={"help": "Folder that relative `video` paths are resolved against."})
+    video_cache: str | None = field(default='default', metadata={"help":
+        "Decoded-frame cache: 'default' (artifacts/cache/frames or $TIMER1_CACHE), a folder, or 'none'."})
+
+    def video_sampling(self) -> VideoSamplingConfig:
+        "The `VideoSamplingConfig` clips are decoded with (raises ValueError on bad `video_*` values)."
+        size = None if self.video_frame_size is None else tuple(self.video_frame_size)
+        return VideoSamplingConfig(fps=self.video_fps, max_frames=self.video_max_frames, total_pixels=self.video_total_pixels,
+                                   min_pixels=self.video_min_pixels, max_pixels=self.video_max_pixels, size=size)
+
+    def frame_cache(self):
+        "The `cache` argument of `load_video` for `video_cache`: True (default root), False (off) or a folder."
+        return {'default': True, 'none': False, None: False}.get(self.video_cache, self.video_cache)
