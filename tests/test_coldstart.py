@@ -59,6 +59,8 @@ def test_sft_steps_lower_the_loss(setup):
     assert after < before - 0.5, (before, after)
     steps = [h for h in json.loads((root / 'few_out' / 'cold_start.json').read_text())['log_history'] if 'loss' in h]
     assert len(steps) == 8 and steps[-1]['loss'] < steps[0]['loss']
+    # GRPO builds its KL reference from config._name_or_path: it must name the cold-started weights now
+    assert model.config._name_or_path == str(root / 'few_out')
 
 
 def test_overfit_two_items_gives_the_format_and_the_answer(setup):

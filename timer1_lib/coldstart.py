@@ -431,6 +431,9 @@ def cold_start(model, processor, items, config: ColdStartConfig, out_dir, eval_i
     model.eval()
     model.save_pretrained(out)
     tr.processing_class.save_pretrained(out)
+    # What the model now is: TRL's GRPOTrainer builds its KL reference model from `config._name_or_path`, which
+    # would otherwise still name the base checkpoint, so GRPO after a cold start would regularise towards the base.
+    model.config._name_or_path = str(out)
     n = len(tr.train_dataset)
     summary = dict(items=n, steps=tr.state.global_step, epochs=tr.state.epoch, seconds=secs,
                    steps_per_second=tr.state.global_step / secs if secs > 0 else None, train_loss=res.training_loss,

@@ -1,0 +1,109 @@
+"""nbs/train.ipynb headless with papermill on a minimal config (tiny 'test' model, a few SynthTVG items, G=2, 16-token
+completions): the whole pipeline writes metrics.json, the saved model and the curves; bad parameters stop in the
+validation cell with a clear message; an interrupted run resumes GRPO with the same curriculum state."""
+import json, os, sys, subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NB = ROOT / 'nbs' / 'train.ipynb'
+TINY = dict(eval_limit=4, eval_max_new_tokens=16, max_completion_length=16, num_generations=2, prompts_per_step=2,
+            sample_k=4, sample_pool=4, num_train_epochs=2, cold_start_steps=2, learning_rate=3e-4)
+
+
+@pytest.fixture(scope='module')
+def tiny_ckpt(tmp_path_factory):
+    from timer1_lib.model import make_tiny_model
+    return make_tiny_model(tmp_path_factory.mktemp('train_nb') / 'tiny', size='test')
+
+
+def _papermill(tmp_path, name='out', **params):
+    out = tmp_path / f'{name}.ipynb'
+    args = [sys.executable, '-m', 'papermill', str(NB), str(out), '--cwd', str(ROOT / 'nbs'), '--no-progress-bar']
+    for k, v in params.items(): args += ['-p', k, str(v)]
+    env = {k: v for k, v in os.environ.items() if k != 'IN_TEST'} | {'MPLBACKEND': 'Agg'}
+    res = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    return res, out
+
+
+def _error_cell(nb_path):
+    "(index among code cells, ename, evalue) of the cell that raised."
+    nb = json.loads(nb_path.read_text())
+    code = [c for c in nb['cells'] if c['cell_type'] == 'code']
+    for i, c in enumerate(code):
+        for o in c.get('outputs', []):
+            if o.get('output_type') == 'error': return i, o['ename'], o['evalue']
+    return None
+
+
+def test_minimal_run_writes_everything(tmp_path, tiny_ckpt):
+    run = tmp_path / 'run'
+    res, out = _papermill(tmp_path, model_path=tiny_ckpt, out_dir=run, **TINY)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = json.loads((run / 'metrics.json').read_text())
+    assert {'metrics', 'config', 'timings', 'grpo'} <= set(m)
+    assert set(m['metrics']) == {'before', 'after_coldstart', 'after_grpo'}
+    for v in m['metrics'].values():
+        assert {'R1@0.3', 'R1@0.5', 'R1@0.7', 'mIoU', 'parsed'} <= set(v) and v['n'] == 4
+    assert {'data_s', 'cold_start_s', 'curriculum_s', 'grpo_s', 'total_s'} <= set(m['timings'])
+    assert m['config']['num_generations'] == 2 and m['config']['reward_funcs'] == ['tiou', 'format']
+    assert m['grpo']['epochs_done'] == 2 and m['grpo']['global_step'] == 4       # 4 items / 2 prompts per step, 2 epochs
+    assert (run / 'model' / 'config.json').is_file() and list((run / 'model').glob('*.safetensors'))
+    assert (run / 'coldstart' / 'cold_start.json').is_file() and (run / 'curves.png').stat().st_size > 1000
+    assert len(json.loads((run / 'curriculum_selection.json').read_text())['ids']) == 4
+    steps = [json.loads(l)['step'] for l in (run / 'grpo' / 'metrics.jsonl').read_text().splitlines()]
+    assert steps[:4] == [1, 2, 3, 4]
+    nb = json.loads(out.read_text())
+    assert sum('image/png' in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', [])) >= 1
+
+
+@pytest.mark.parametrize('params, ename, text', [
+    (dict(reward_funcs='tiou,nope'), 'ValueError', "unknown reward name(s) ['nope']"),
+    (dict(num_generations=1), 'ValueError', "GRPO needs G >= 2"),
+    (dict(model_path='artifacts/runs/nope/model'), 'FileNotFoundError', "checkpoint 'artifacts/runs/nope/model'"),
+    (dict(sample_mode='gauss'), 'ValueError', "parameter sample_mode='gauss': must be one of"),
+    (dict(resume_from_checkpoint='latest'), 'ValueError', "needs the out_dir of the run to resume"),
+])
+def test_bad_parameters_fail_in_the_validation_cell(tmp_path, params, ename, text):
+    res, out = _papermill(tmp_path, **params)
+    assert res.returncode != 0
+    idx, got_ename, evalue = _error_cell(out)
+    assert got_ename == ename and text in evalue, evalue
+    assert idx <= 2, f'failed in code cell {idx}, expected the validation cell (2)'   # params, injected, validation
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path):
+    run = tmp_path / 'run'; run.mkdir()
+    (run / 'metrics.json').write_text('{}')
+    res, out = _papermill(tmp_path, out_dir=run)
+    assert res.returncode != 0
+    idx, ename, evalue = _error_cell(out)
+    assert idx <= 2 and ename == 'ValueError' and 'already holds a run' in evalue, evalue
+    assert (run / 'metrics.json').read_text() == '{}'
+
+
+def test_interrupted_run_resumes_with_the_curriculum_state(tmp_path, tiny_ckpt):
+    run = tmp_path / 'run'
+    res, _ = _papermill(tmp_path, 'first', model_path=tiny_ckpt, out_dir=run, stop_after_epochs=1, **TINY)
+    assert res.returncode == 0, res.stderr[-3000:]
+    first = json.loads((run / 'metrics.json').read_text())
+    assert first['grpo']['epochs_done'] == 1 and first['grpo']['global_step'] == 2
+    ckpt = run / 'grpo' / 'checkpoint-2'
+    st1 = json.loads((ckpt / 'curriculum_state.json').read_text())
+    assert st1['epoch'] == 1
+    cs_mtime = (run / 'coldstart' / 'cold_start.json').stat().st_mtime
+    res, out = _papermill(tmp_path, 'second', model_path=tiny_ckpt, out_dir=run, resume_from_checkpoint='latest', **TINY)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = json.loads((run / 'metrics.json').read_text())
+    assert m['grpo']['resumed_from'] == str(ckpt) and m['grpo']['epochs_done'] == 2 and m['grpo']['global_step'] == 4
+    assert m['metrics']['before'] == first['metrics']['before']                     # recorded, not re-evaluated
+    assert (run / 'coldstart' / 'cold_start.json').stat().st_mtime == cs_mtime      # the cold start was reused
+    st2 = json.loads((run / 'grpo' / 'curriculum_state.json').read_text())
+    assert st2['history'][0] == st1['history'][0] and st2['epoch'] == 2
+    assert st2['remaining'] == [i for i in st1['remaining'] if i not in st2['dropped'][1]]
+    steps = [json.loads(l)['step'] for l in (run / 'grpo' / 'metrics.jsonl').read_text().splitlines()]
+    assert steps[:2] == [1, 2] and 3 in steps and 4 in steps and 1 not in steps[2:]   # the step count continues
+    texts = [o.get('text', '') for c in json.loads(out.read_text())['cells'] for o in c.get('outputs', [])]
+    logs = ''.join(t if isinstance(t, str) else ''.join(t) for t in texts)
+    assert 'recorded in' in logs and 'reusing' in logs
