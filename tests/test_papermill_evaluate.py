@@ -1,10 +1,11 @@
 """nbs/evaluate.ipynb headless with papermill: the embedded default (tiny model on SynthTVG test, CPU) plus an
 external prediction file writes every report file and a readable metrics.json; bad parameters fail in the first
 cells with a clear message."""
-import json, os, sys, subprocess
+import json
 from pathlib import Path
 
 import pytest
+from nbrun import error_cell, run_papermill
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT / 'nbs' / 'evaluate.ipynb'
@@ -12,21 +13,7 @@ NB = ROOT / 'nbs' / 'evaluate.ipynb'
 
 def _papermill(tmp_path, *params):
     out = tmp_path / 'out.ipynb'
-    args = [sys.executable, '-m', 'papermill', str(NB), str(out), '--cwd', str(ROOT / 'nbs'), '--no-progress-bar']
-    for k, v in params: args += ['-p', k, str(v)]
-    env = {k: v for k, v in os.environ.items() if k != 'IN_TEST'} | {'MPLBACKEND': 'Agg'}
-    res = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
-    return res, out
-
-
-def _error_cell(nb_path):
-    "(index among code cells, ename, evalue) of the cell that raised."
-    nb = json.loads(nb_path.read_text())
-    code = [c for c in nb['cells'] if c['cell_type'] == 'code']
-    for i, c in enumerate(code):
-        for o in c.get('outputs', []):
-            if o.get('output_type') == 'error': return i, o['ename'], o['evalue']
-    return None
+    return run_papermill(NB, out, dict(params)), out
 
 
 def test_default_run_writes_the_report(tmp_path):
@@ -66,7 +53,7 @@ def test_default_run_writes_the_report(tmp_path):
 def test_bad_parameters_fail_early(tmp_path, params, ename, text):
     res, out = _papermill(tmp_path, ('out_dir', tmp_path / 'eval'), *params)
     assert res.returncode != 0
-    idx, got_ename, evalue = _error_cell(out)
+    idx, got_ename, evalue = error_cell(out)
     assert got_ename == ename and text in evalue, evalue
     assert idx <= 2, f'failed in code cell {idx}, expected the parameter check (cell 2)'   # params, injected, config
     assert not (tmp_path / 'eval').exists()                  # nothing was written

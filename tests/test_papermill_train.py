@@ -1,10 +1,11 @@
 """nbs/train.ipynb headless with papermill on a minimal config (tiny 'test' model, a few SynthTVG items, G=2, 16-token
 completions): the whole pipeline writes metrics.json, the saved model and the curves; bad parameters stop in the
 validation cell with a clear message; an interrupted run resumes GRPO with the same curriculum state."""
-import json, os, sys, subprocess
+import json
 from pathlib import Path
 
 import pytest
+from nbrun import error_cell, run_papermill
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT / 'nbs' / 'train.ipynb'
@@ -20,21 +21,7 @@ def tiny_ckpt(tmp_path_factory):
 
 def _papermill(tmp_path, name='out', **params):
     out = tmp_path / f'{name}.ipynb'
-    args = [sys.executable, '-m', 'papermill', str(NB), str(out), '--cwd', str(ROOT / 'nbs'), '--no-progress-bar']
-    for k, v in params.items(): args += ['-p', k, str(v)]
-    env = {k: v for k, v in os.environ.items() if k != 'IN_TEST'} | {'MPLBACKEND': 'Agg'}
-    res = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
-    return res, out
-
-
-def _error_cell(nb_path):
-    "(index among code cells, ename, evalue) of the cell that raised."
-    nb = json.loads(nb_path.read_text())
-    code = [c for c in nb['cells'] if c['cell_type'] == 'code']
-    for i, c in enumerate(code):
-        for o in c.get('outputs', []):
-            if o.get('output_type') == 'error': return i, o['ename'], o['evalue']
-    return None
+    return run_papermill(NB, out, params), out
 
 
 def test_minimal_run_writes_everything(tmp_path, tiny_ckpt):
@@ -68,7 +55,7 @@ def test_minimal_run_writes_everything(tmp_path, tiny_ckpt):
 def test_bad_parameters_fail_in_the_validation_cell(tmp_path, params, ename, text):
     res, out = _papermill(tmp_path, **params)
     assert res.returncode != 0
-    idx, got_ename, evalue = _error_cell(out)
+    idx, got_ename, evalue = error_cell(out)
     assert got_ename == ename and text in evalue, evalue
     assert idx <= 2, f'failed in code cell {idx}, expected the validation cell (2)'   # params, injected, validation
 
@@ -78,7 +65,7 @@ def test_existing_run_folder_is_not_overwritten(tmp_path):
     (run / 'metrics.json').write_text('{}')
     res, out = _papermill(tmp_path, out_dir=run)
     assert res.returncode != 0
-    idx, ename, evalue = _error_cell(out)
+    idx, ename, evalue = error_cell(out)
     assert idx <= 2 and ename == 'ValueError' and 'already holds a run' in evalue, evalue
     assert (run / 'metrics.json').read_text() == '{}'
 
