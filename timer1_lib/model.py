@@ -217,11 +217,11 @@ def build_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
                                    clean_up_tokenization_spaces=False, chat_template=QWEN_CHAT_TEMPLATE)
 
 # %% ../nbs/05_model.ipynb #473c4ef4
-TINY_SIZES = {
-    'test':  dict(hidden=128, layers=2, heads=4, kv_heads=2, ffn=384, mrope=[4, 6, 6], v_hidden=64, v_depth=2,
-                  v_heads=4, v_ffn=128),
-    'learn': dict(hidden=192, layers=4, heads=6, kv_heads=2, ffn=576, mrope=[4, 6, 6], v_hidden=96, v_depth=2,
-                  v_heads=4, v_ffn=192),
+TINY_SIZES = {   # mrope = (temporal, height, width) rotary pairs of head_dim/2; see 'Learnability of the learn size'
+    'test':  dict(hidden=128, layers=2, heads=4, kv_heads=2, ffn=384, mrope=[4, 6, 6], rope_theta=1e6, v_hidden=64,
+                  v_depth=2, v_heads=4, v_ffn=128),
+    'learn': dict(hidden=192, layers=4, heads=6, kv_heads=2, ffn=576, mrope=[4, 6, 6], rope_theta=1e6, v_hidden=96,
+                  v_depth=2, v_heads=4, v_ffn=192),
 }
 
 def _token_ids(tok) -> dict:
@@ -246,11 +246,15 @@ def tiny_config(tok, size: str = 'test') -> Qwen2_5_VLConfig:
     "Config of a tiny Qwen2.5-VL (`size` in TINY_SIZES) whose vocab and token ids match `tok`."
     if size not in TINY_SIZES: raise ValueError(f"size must be one of {list(TINY_SIZES)}, got {size!r}")
     S, ids = TINY_SIZES[size], _token_ids(tok)
+    if sum(S['mrope']) * 2 * S['heads'] != S['hidden']:
+        raise ValueError(f"TINY_SIZES[{size!r}]: mrope {S['mrope']} must cover head_dim/2 = {S['hidden'] // S['heads'] // 2} "
+                         f"rotary pairs (hidden {S['hidden']} / heads {S['heads']})")
     text = dict(bos_token_id=ids['<|endoftext|>'], eos_token_id=ids['<|im_end|>'], pad_token_id=ids['<|endoftext|>'],
                 vocab_size=len(tok), hidden_size=S['hidden'], intermediate_size=S['ffn'],
                 num_hidden_layers=S['layers'], num_attention_heads=S['heads'], num_key_value_heads=S['kv_heads'],
                 max_position_embeddings=32768, rms_norm_eps=1e-6, use_sliding_window=False, tie_word_embeddings=False,
-                rope_parameters=dict(rope_type='default', mrope_section=S['mrope'], rope_theta=1e6))
+                rope_parameters=dict(rope_type='default', mrope_section=S['mrope'],
+                                     rope_theta=float(S.get('rope_theta', 1e6))))
     vision = dict(depth=S['v_depth'], hidden_size=S['v_hidden'], intermediate_size=S['v_ffn'], num_heads=S['v_heads'],
                   in_channels=3, out_hidden_size=S['hidden'], patch_size=14, spatial_merge_size=2,
                   temporal_patch_size=2, window_size=112, fullatt_block_indexes=[S['v_depth'] - 1], tokens_per_second=2)
