@@ -298,7 +298,7 @@ class SynthConfig:
 
     @classmethod
     def tiny(cls, **kw) -> SynthConfig:
-        "Short (8-24 s) 56x56 videos with few events: CPU-trainable in minutes."
+        "Short (8-24 s) 56x56 videos with few events, sized for CPU training runs of minutes."
         return cls(**({'n_videos': 200, 'duration': (8.0, 24.0), 'size': 56, 'fps': 4.0, 'objects': (2, 3),
                        'distractors': (1, 2), 'bg_changes': (1, 2), 'reappear': 0.5, 'span': (0.15, 0.5)} | kw))
 
