@@ -22,7 +22,7 @@ from trl import SFTConfig, SFTTrainer
 
 from .data import Annotations, AnnotationError, GroundingItem, load_annotations, write_timerft
 from .grpo import mm_token_type_ids
-from .model import build_prompt, freeze_vision_tower, load_model, load_processor, vision_token_ids
+from .model import build_prompt, load_model, load_processor, model_for_training, vision_token_ids
 from .rewards import REWARDS, parse_answer
 from .video import VideoArgs, VideoSamplingConfig, load_video, processor_video_kwargs
 
@@ -371,11 +371,8 @@ class ColdStartTrainer(SFTTrainer):
     def __init__(self, model, args: ColdStartConfig, train_dataset=None, eval_dataset=None, processing_class=None,
                  frame_cache=None, callbacks=None, **kwargs):
         if not isinstance(args, ColdStartConfig): raise TypeError(f"args must be a ColdStartConfig, got {type(args).__name__}")
-        if isinstance(model, (str, os.PathLike)):  # local checkpoint folder; never a hub id
-            processing_class = processing_class or load_processor(model)
-            model = load_model(model, **{'dtype': 'auto', **(args.model_init_kwargs or {})})
-        if processing_class is None: processing_class = load_processor(model.config._name_or_path)
-        if args.freeze_vision: freeze_vision_tower(model, train_merger=args.train_merger, verbose=False)
+        model, processing_class = model_for_training(model, processing_class, args.freeze_vision, args.train_merger,
+                                                     args.model_init_kwargs)
         train_dataset = _as_dataset(train_dataset, args, 'train_dataset')
         if isinstance(eval_dataset, dict): eval_dataset = {k: _as_dataset(v, args, f'eval_dataset[{k!r}]') for k, v in eval_dataset.items()}
         else: eval_dataset = _as_dataset(eval_dataset, args, 'eval_dataset')

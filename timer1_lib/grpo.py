@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from .data import GroundingItem
-from .model import build_messages, freeze_vision_tower, load_model, load_processor, vision_token_ids
+from .model import build_messages, model_for_training, vision_token_ids
 from .rewards import REWARDS, completion_text, get_reward, parse_answer
 from .video import FrameCache, VideoArgs, VideoSamplingConfig, load_video, processor_video_kwargs
 
@@ -195,11 +195,8 @@ class TimeR1Trainer(GRPOTrainer):
                  reward_funcs: str | Sequence[str | Callable] | None = None, callbacks=None,
                  frame_cache: FrameCache | str | os.PathLike | bool | None = None, **kwargs):
         if not isinstance(args, TimeR1Config): raise TypeError(f"args must be a TimeR1Config, got {type(args).__name__}")
-        if isinstance(model, (str, os.PathLike)):  # local checkpoint folder; never a hub id
-            processing_class = processing_class or load_processor(model)
-            model = load_model(model, **{'dtype': 'auto', **(args.model_init_kwargs or {})})
-        if processing_class is None: processing_class = load_processor(model.config._name_or_path)
-        if args.freeze_vision: freeze_vision_tower(model, train_merger=args.train_merger, verbose=False)
+        model, processing_class = model_for_training(model, processing_class, args.freeze_vision, args.train_merger,
+                                                     args.model_init_kwargs)
         funcs = _resolve_rewards(reward_funcs, args)
         gk = dict(args.generation_kwargs or {})   # never sample a vision placeholder (TRL suppresses only the image one)
         gk['suppress_tokens'] = sorted(set(gk.get('suppress_tokens') or []) | set(vision_token_ids(processing_class)))

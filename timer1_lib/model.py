@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_model.ipynb #bbf13faa
 from __future__ import annotations
-import json, random, re
+import json, os, random, re
 from pathlib import Path
 import torch
 import transformers
@@ -17,9 +17,9 @@ from transformers.video_utils import VideoMetadata
 __all__ = ['SYSTEM', 'THINK_TEMPLATE', 'NOTHINK_TEMPLATE', 'PROMPT_TEMPLATES', 'VISION_TOKENS', 'QWEN_SPLIT',
            'QWEN_SPECIAL_TOKENS', 'TAG_TOKENS', 'QWEN_CHAT_TEMPLATE', 'TINY_SIZES', 'normalize_query', 'prompt_variant',
            'build_messages', 'build_prompt', 'vision_token_ids', 'model_class', 'vision_tower', 'param_counts',
-           'freeze_vision_tower', 'load_model', 'load_processor', 'build_tokenizer', 'sync_token_ids', 'tiny_config',
-           'qwen_3b_config', 'make_processor', 'make_tiny_model', 'make_random_model', 'init_random_model',
-           'video_metadata', 'processor_inputs']
+           'freeze_vision_tower', 'load_model', 'load_processor', 'model_for_training', 'build_tokenizer',
+           'sync_token_ids', 'tiny_config', 'qwen_3b_config', 'make_processor', 'make_tiny_model', 'make_random_model',
+           'init_random_model', 'video_metadata', 'processor_inputs']
 
 # %% ../nbs/05_model.ipynb #4f88743c
 SYSTEM = "You are a helpful assistant."
@@ -144,6 +144,16 @@ def load_processor(path, padding_side: str = 'left', **kw):
     proc = AutoProcessor.from_pretrained(p, local_files_only=True, **kw)
     proc.tokenizer.padding_side = padding_side
     return proc
+
+def model_for_training(model, processor=None, freeze_vision: bool = True, train_merger: bool = True,
+                       init_kwargs: dict | None = None):
+    "(model, processor) for a trainer: `model` may be a local checkpoint folder (never a hub id); ViT frozen if asked."
+    if isinstance(model, (str, os.PathLike)):
+        processor = processor or load_processor(model)
+        model = load_model(model, **{'dtype': 'auto', **(init_kwargs or {})})
+    if processor is None: processor = load_processor(model.config._name_or_path)
+    if freeze_vision: freeze_vision_tower(model, train_merger=train_merger, verbose=False)
+    return model, processor
 
 # %% ../nbs/05_model.ipynb #58208033
 QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
