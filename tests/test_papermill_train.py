@@ -34,7 +34,10 @@ def test_minimal_run_writes_everything(tmp_path, tiny_ckpt):
     for v in m['metrics'].values():
         assert {'R1@0.3', 'R1@0.5', 'R1@0.7', 'mIoU', 'parsed'} <= set(v) and v['n'] == 4
     assert {'data_s', 'cold_start_s', 'curriculum_s', 'grpo_s', 'total_s'} <= set(m['timings'])
-    assert m['config']['num_generations'] == 2 and m['config']['reward_funcs'] == ['tiou', 'format']
+    assert m['config']['num_generations'] == 2 and m['config']['think'] is False          # think='auto': tiny model
+    assert m['config']['reward_funcs'] == ['tiou', 'format_answer']                       # reward_funcs='auto', no-think
+    preds = [json.loads(l) for l in (run / 'eval_after_coldstart.jsonl').read_text().splitlines()[1:]]
+    assert all('<think>' not in p['text'] for p in preds)
     assert m['grpo']['epochs_done'] == 2 and m['grpo']['global_step'] == 4       # 4 items / 2 prompts per step, 2 epochs
     assert (run / 'model' / 'config.json').is_file() and list((run / 'model').glob('*.safetensors'))
     assert (run / 'coldstart' / 'cold_start.json').is_file() and (run / 'curves.png').stat().st_size > 1000
@@ -51,6 +54,9 @@ def test_minimal_run_writes_everything(tmp_path, tiny_ckpt):
     (dict(model_path='artifacts/runs/nope/model'), 'FileNotFoundError', "checkpoint 'artifacts/runs/nope/model'"),
     (dict(sample_mode='gauss'), 'ValueError', "parameter sample_mode='gauss': must be one of"),
     (dict(resume_from_checkpoint='latest'), 'ValueError', "needs the out_dir of the run to resume"),
+    (dict(think=False, reward_funcs='tiou,format'), 'ValueError', "'format' needs <think>...</think> completions"),
+    (dict(think='maybe'), 'ValueError', "parameter think='maybe': must be True or False or 'auto'"),
+    (dict(grpo=False, cold_start=False), 'ValueError', "nothing to train"),
 ])
 def test_bad_parameters_fail_in_the_validation_cell(tmp_path, params, ename, text):
     res, out = _papermill(tmp_path, **params)
@@ -70,11 +76,24 @@ def test_existing_run_folder_is_not_overwritten(tmp_path):
     assert (run / 'metrics.json').read_text() == '{}'
 
 
-def test_interrupted_run_resumes_with_the_curriculum_state(tmp_path, tiny_ckpt):
+def test_sft_only_run(tmp_path, tiny_ckpt):
+    "grpo=False: cold start and evaluations only (the 'more SFT' arm of a comparison); the SFT model is the result."
     run = tmp_path / 'run'
+    res, _ = _papermill(tmp_path, model_path=tiny_ckpt, out_dir=run, grpo=False, **TINY)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = json.loads((run / 'metrics.json').read_text())
+    assert set(m['metrics']) == {'before', 'after_coldstart'} and 'grpo' not in m and m['config']['grpo'] is False
+    assert (run / 'model' / 'config.json').is_file() and not (run / 'grpo').exists()
+
+
+def test_interrupted_run_resumes_with_the_curriculum_state(tmp_path, tiny_ckpt):
+    "Also the think=True path: CoT cold start from SynthTVG captions and Time-R1's format reward."
+    run = tmp_path / 'run'
+    TINY = dict(globals()['TINY'], think=True)
     res, _ = _papermill(tmp_path, 'first', model_path=tiny_ckpt, out_dir=run, stop_after_epochs=1, **TINY)
     assert res.returncode == 0, res.stderr[-3000:]
     first = json.loads((run / 'metrics.json').read_text())
+    assert first['config']['think'] is True and first['config']['reward_funcs'] == ['tiou', 'format']
     assert first['grpo']['epochs_done'] == 1 and first['grpo']['global_step'] == 2
     ckpt = run / 'grpo' / 'checkpoint-2'
     st1 = json.loads((ckpt / 'curriculum_state.json').read_text())

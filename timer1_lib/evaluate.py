@@ -45,7 +45,7 @@ def resolve_path(p: str | os.PathLike) -> Path:
 # %% ../nbs/20_evaluate.ipynb #be43be73
 BUILTIN_DATASETS = {
     'tvgbench': 'the bundled TVGBench (800 items, crop windows on 252)',
-    'synth-test': 'SynthTVG tiny test split (80 items), generated into artifacts/data/synthtvg-tiny if missing',
+    'synth-test': 'SynthTVG learn test split (400 items), generated into artifacts/data/synthtvg-learn if missing',
     'timerft': "the bundled TimeRFT 2.5K training set (with the base model's stored predictions)",
 }
 DISPLAY_NAMES = {'tvgbench': 'TVGBench', 'synth-test': 'SynthTVG-test', 'timerft': 'TimeRFT-2.5K',
@@ -83,12 +83,12 @@ def parse_dataset(spec: str | DatasetSpec) -> DatasetSpec:
     return DatasetSpec(spec, name or DISPLAY_NAMES.get(fmt or '', None) or p.stem, path=p, format=fmt)
 
 # %% ../nbs/20_evaluate.ipynb #d05ade30
-def synth_test_root() -> Path: return artifacts_dir() / 'data' / 'synthtvg-tiny'
+def synth_test_root() -> Path: return artifacts_dir() / 'data' / 'synthtvg-learn'
 
 def synth_test_split(root=None):
-    "The SynthTVG `tiny` generation at `root` (default `artifacts/data/synthtvg-tiny`), generated if missing."
+    "The SynthTVG `learn` generation at `root` (default `artifacts/data/synthtvg-learn`), generated if missing."
     from timer1_lib.synth import SynthConfig, SynthSplits, generate
-    root, cfg = Path(root or synth_test_root()), SynthConfig.tiny()
+    root, cfg = Path(root or synth_test_root()), SynthConfig.learn()
     try:
         sp = SynthSplits.open(root)
         if sp.manifest.get('config_hash') == cfg.config_hash(): return generate(cfg, root)   # verifies files; reuses

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 __all__ = ['REWARDS', 'REWARD_RANGES', 'EM_TOL', 'FORMAT_PATTERN', 'parse_answer', 'iou', 'completion_text', 'register_reward',
            'get_reward', 'get_rewards', 'segment_score', 'iou_reward', 'tiou_reward', 'tiou_center_reward', 'em_reward',
            'abs_reward', 'rmse_reward', 'center_reward', 'make_em_reward', 'has_format', 'format_reward',
-           'format_strict_reward']
+           'has_answer_format', 'format_answer_reward', 'format_strict_reward']
 
 # %% ../nbs/00_rewards.ipynb #7989d703
 _TIME = r"[0-9]+:[0-9]+(?::[0-9]+)?(?:\.[0-9]*)?"                     # mm:ss, h:mm:ss, optional .f
@@ -256,6 +256,22 @@ def has_format(text: Any) -> bool:
 def format_reward(completions, **kwargs) -> list[float]:
     "1.0 iff the completion is `<think>…</think><answer>…</answer>` (structure only), else 0.0."
     return [float(has_format(completion_text(c))) for c in completions]
+
+def has_answer_format(text: Any) -> bool:
+    "True iff `text` is exactly one `<answer>...</answer>` block (surrounding whitespace allowed); linear time."
+    if not isinstance(text, str): return False
+    s = text.strip()
+    return (s.startswith('<answer>') and s.endswith('</answer>') and len(s) >= len('<answer></answer>')
+            and s.count('<answer>') == 1 and s.count('</answer>') == 1)
+
+@register_reward('format_answer', 0.0, 1.0)
+def format_answer_reward(completions, **kwargs) -> list[float]:
+    "No-think format: 1.0 iff the completion is exactly `<answer>…</answer>` and the answer parses, else 0.0."
+    out = []
+    for c in completions:
+        t = completion_text(c)
+        out.append(float(has_answer_format(t) and parse_answer(t) is not None))
+    return out
 
 @register_reward('format_strict', 0.0, 1.0)
 def format_strict_reward(completions, **kwargs) -> list[float]:

@@ -303,6 +303,14 @@ class SynthConfig:
                        'distractors': (1, 2), 'bg_changes': (1, 2), 'reappear': 0.5, 'span': (0.15, 0.5)} | kw))
 
     @classmethod
+    def learn(cls, **kw) -> SynthConfig:
+        "The CPU training default: 8-20 s 56x56 videos on a 2x2 grid at 2 fps, whole-second events, no colour changes, 3 query types."
+        return cls(**({'n_videos': 1000, 'duration': (8.0, 20.0), 'size': 56, 'grid': 2, 'fps': 2.0, 'time_step': 1.0,
+                       'objects': (1, 2), 'distractors': (1, 2), 'bg_changes': (0, 2), 'reappear': 0.5, 'p_recolour': 0.0,
+                       'transition': (1.0, 2.0), 'span': (0.15, 0.5),
+                       'qtypes': ('Object Existence (Simple)', 'Object Existence (Complex)', 'Object Counting')} | kw))
+
+    @classmethod
     def tvgbench_like(cls, **kw) -> SynthConfig:
         "5-180 s videos, 2 fps, 112x112 on a 4x4 grid; answer lengths spread like TVGBench's."
         return cls(**({'n_videos': 500, 'duration': (5.0, 180.0), 'fps': 2.0, 'size': 112, 'grid': 4,
@@ -310,7 +318,7 @@ class SynthConfig:
                        'span': (0.06, 0.7), 'span_dist': 'loguniform', 'transition': (3.0, 20.0),
                        'max_rel_len': 0.8, 'queries_per_video': 3} | kw))
 
-PRESETS = {'tiny': SynthConfig.tiny, 'tvgbench_like': SynthConfig.tvgbench_like}
+PRESETS = {'learn': SynthConfig.learn, 'tiny': SynthConfig.tiny, 'tvgbench_like': SynthConfig.tvgbench_like}
 
 # %% ../nbs/04_synth.ipynb #3ba1e250
 @dataclass

@@ -16,8 +16,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     a = p.add_argument
     a('--name', default='run'); a('--out', default=None, help='JSONL file the summary is appended to')
-    a('--data', default='square', choices=['square', 'synth'])
-    a('--task', default='interval', choices=['interval', 'duration', 'start', 'end'],
+    a('--data', default='square', choices=['square', 'synth', 'synthgen'])
+    a('--preset', default='tiny', help="synthgen: SynthConfig preset; scenes are generated on the fly (fresh every step)")
+    a('--synth_set', default='{}', help='synthgen: JSON overrides of the preset (e.g. {"grid": 2, "time_step": 1.0})')
+    a('--task', default='interval', choices=['interval', 'duration', 'start', 'end', 'bind'],
       help="square: 'interval' = [s, e); probes: 'duration' = (0, D) (counting video tokens only), "
            "'start' = square from s to the end, 'end' = square from 0 to e")
     a('--grid', default='half', choices=['half', 'int'], help="square: GT on the 0.5 s frame grid or on whole seconds")
@@ -53,6 +55,15 @@ def square_sample(rng, grid='half', frames=(12, 24), task='interval', query_pad=
         s = rng.randrange(0, T - 2); e = rng.randrange(s + 2, T + 1)
     else:                                   # whole seconds: s, e even frame indices
         s = 2 * rng.randrange(0, T // 2 - 1); e = 2 * rng.randrange(s // 2 + 1, T // 2 + 1)
+    if task == 'bind':   # a second square of another colour in another place and interval: the query picks one
+        c1, c2 = rng.sample(list(COLS), 2)
+        fr = torch.zeros(T, 3, 56, 56, dtype=torch.uint8)
+        segs = []
+        for col, (y, x) in zip((c1, c2), rng.sample([(4, 4), (4, 36), (36, 4), (36, 36)], 2)):
+            if grid == 'half': a = rng.randrange(0, T - 2); b = rng.randrange(a + 2, T + 1)
+            else: a = 2 * rng.randrange(0, T // 2 - 1); b = 2 * rng.randrange(a // 2 + 1, T // 2 + 1)
+            fr[a:b, :, y:y + 16, x:x + 16] = torch.tensor(COLS[col], dtype=torch.uint8)[None, :, None, None]; segs.append((a, b))
+        return dict(frames=fr, fps=2.0, query=f'the {c1} square is visible', segment=(segs[0][0] / 2, segs[0][1] / 2), duration=T / 2)
     if task == 'start': e = T
     elif task == 'end': s = 0
     col = rng.choice(list(COLS))
@@ -76,6 +87,20 @@ def synth_rows(root, split, qtypes=None):
         rows.append(dict(frames=c.frames, fps=float(c.fps), query=it.query, segment=tuple(it.segment),
                          duration=float(it.duration), qtype=it.qtype))
     return rows
+
+def synthgen_sampler(preset, overrides, qtypes=None):
+    "f(seed) -> one row: a fresh SynthTVG scene rendered at 2 fps (no mp4) and one of its queries, chosen by the seed."
+    import dataclasses, torch
+    import numpy as np
+    from timer1_lib.synth import PRESETS, plan, render
+    cfg = PRESETS[preset](**({'n_videos': 1, 'test_frac': 0.0, 'fps': 2.0} | overrides | ({'qtypes': tuple(qtypes)} if qtypes else {})))
+    def sample(seed):
+        p = plan(dataclasses.replace(cfg, seed=seed))[0]
+        fr = render(p.scene); n = len(fr) - len(fr) % 2
+        q = p.queries[seed % len(p.queries)]
+        return dict(frames=torch.from_numpy(np.ascontiguousarray(fr[:n])).permute(0, 3, 1, 2), fps=2.0, query=q['sentence'],
+                    segment=(q['frames'][0] / 2.0, min(q['frames'][1], n) / 2.0), duration=n / 2.0, qtype=q['qtype'])
+    return sample
 
 # ---------------------------------------------------------------- model
 def build(args):
@@ -215,6 +240,13 @@ def main(argv=None):
         prior_train = [square_sample(random.Random(50_000 + i), args.grid, (lo, hi), args.task, args.query_pad) for i in range(2000)]
         next_rows = lambda: [square_sample(rng, args.grid, (lo, hi), args.task, args.query_pad) for _ in range(args.batch)]
         n_train = None
+    elif args.data == 'synthgen':
+        qt = args.qtypes.split(',') if args.qtypes else None
+        sample = synthgen_sampler(args.preset, json.loads(args.synth_set), qt)
+        test = [sample(10**6 + i) for i in range(args.n_test)]
+        prior_train = [sample(5 * 10**6 + i) for i in range(2000)]
+        next_rows = lambda: [sample(rng.randrange(10**6)) for _ in range(args.batch)]
+        n_train = None
     else:
         qt = set(args.qtypes.split(',')) if args.qtypes else None
         train = synth_rows(args.synth_root, 'train', qt); test = synth_rows(args.synth_root, 'test', qt)[:args.n_test]
@@ -265,7 +297,7 @@ def main(argv=None):
     preds = generate(model, proc, test, args, dev)
     final = metrics(test, preds)
     t_eval += time.time() - t0
-    if args.data == 'synth':
+    if args.data != 'square':
         by = {}
         for r, p in zip(test, preds): by.setdefault(r['qtype'], ([], []))[0].append(r); by[r['qtype']][1].append(p)
         final['by_qtype'] = {k: metrics(rs, ps) for k, (rs, ps) in by.items()}
