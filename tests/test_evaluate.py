@@ -194,7 +194,7 @@ def test_tiny_resume_after_interruption(tiny, tmp_path):
     pf = tmp_path / 'tiny' / 'SynthTVG-test' / 'predictions.jsonl'
     head = json.loads(pf.read_text().splitlines()[0])
     assert (head['type'], head['model'], head['prompt'], head['max_new_tokens'], head['generation']['do_sample']) == \
-        ('config', str(tiny['ckpt']), 'think', 6, False)
+        ('config', str(tiny['ckpt']), 'nothink', 6, False)            # prompt='auto': no-think for tiny models
     assert json.loads((pf.parent / 'metrics.json').read_text())['overall']['n'] == 6
     lines = pf.read_text().splitlines()                       # interrupted: 3 complete records and half a line
     pf.write_text('\n'.join(lines[:4]) + '\n' + lines[4][:30])
@@ -211,7 +211,7 @@ def test_tiny_resume_after_interruption(tiny, tmp_path):
     assert list(cmp['iou a']) == list(cmp['iou b']) == again.ious
     from timer1_lib.infer import PredictionConfigError
     with pytest.raises(PredictionConfigError, match='prompt'):
-        evaluate_checkpoint(tiny['ckpt'], 'synth-test', _cfg(tiny, tmp_path, prompt='nothink'), **kw)
+        evaluate_checkpoint(tiny['ckpt'], 'synth-test', _cfg(tiny, tmp_path, prompt='think'), **kw)
 
 
 def test_missing_videos_fail_before_the_model(tiny, tmp_path, monkeypatch):

@@ -38,7 +38,7 @@ def test_default_run_writes_the_report(tmp_path):
             'missing_ids', 'config', 'ious'} <= set(run)
     assert set(run['overall']) == {'R1@0.3', 'R1@0.5', 'R1@0.7', 'mIoU', 'n'} and run['overall']['n'] == 8
     assert set(run['groups']) == {'qtype', 'source', 'length', 'relative_length'}
-    assert run['config']['max_new_tokens'] == 16 and run['config']['prompt'] == 'think'
+    assert run['config']['max_new_tokens'] == 16 and run['config']['prompt'] == 'nothink'   # 'auto'
     assert m['results']['oracle']['SynthTVG-test']['mIoU'] == 100.0
     assert m['config']['limit'] == 8 and m['config']['checkpoints'] == ['tiny']
     nb = json.loads(out.read_text())

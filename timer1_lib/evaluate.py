@@ -367,7 +367,7 @@ def load_external_predictions(path, items: Sequence[GroundingItem], name: str | 
                      missing=missing, thresholds=tuple(thresholds))
 
 # %% ../nbs/20_evaluate.ipynb #e32b01b0
-PROMPTS = ('think', 'nothink')
+PROMPTS = ('auto', 'think', 'nothink')
 DEVICES = ('auto', 'cpu', 'cuda')
 DTYPES = ('auto', 'float32', 'bfloat16', 'float16')
 
@@ -407,7 +407,7 @@ class EvalConfig:
         'Dataset specs: tvgbench, synth-test, timerft, <format>:<file>, <file>, Name=<spec> (see parse_dataset).'})
     video_root: str | None = field(default=None, metadata={'help': "Folder holding the videos (None: paths as in the annotations)."})
     out_dir: str | None = field(default=None, metadata={'help': 'Output folder (None: artifacts/eval/<UTC time>). Rerunning into it resumes.'})
-    prompt: str = field(default='think', metadata={'help': "'think' (Time-R1 reasoning prompt) or 'nothink' (answer only)."})
+    prompt: str = field(default='auto', metadata={'help': "'think' (Time-R1 reasoning prompt), 'nothink' (answer only) or 'auto' (nothink for tiny models, which train.ipynb trains without <think>; think otherwise)."})
     batch_size: int = field(default=4, metadata={'help': 'Items per generate call (Time-R1 eval: 4).'})
     max_new_tokens: int = field(default=1024, metadata={'help': 'Completion budget in tokens (Time-R1 eval: 1024).'})
     do_sample: bool = field(default=False, metadata={'help': 'Sample instead of greedy decoding (Time-R1 eval: greedy).'})
@@ -596,7 +596,7 @@ def evaluate_checkpoint(checkpoint, dataset, cfg: EvalConfig | None = None, *, n
     threads = 0 if model.device.type != 'cpu' else (int(_is_tiny(ckpt)) if cfg.cpu_threads == 'auto' else cfg.cpu_threads)
     with cpu_threads(threads):
         recs = predict(model, processor, items, out_path=run_dir / 'predictions.jsonl', batch_size=cfg.batch_size,
-                       think=cfg.prompt == 'think', do_sample=cfg.do_sample, temperature=cfg.temperature,
+                       think=cfg.prompt == 'think' or (cfg.prompt == 'auto' and not _is_tiny(ckpt)), do_sample=cfg.do_sample, temperature=cfg.temperature,
                        top_p=cfg.top_p, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
                        video_config=video_config_for(ckpt, cfg.frame_size, cfg.video_fps), video_root=cfg.video_root,
                        cache=cache, progress=progress, overwrite=cfg.overwrite, model_path=str(ckpt))
