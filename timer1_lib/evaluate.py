@@ -21,7 +21,7 @@ __all__ = ['BUILTIN_DATASETS', 'DISPLAY_NAMES', 'GROUPINGS', 'GROUPING_TITLES', 
            'DatasetSpec', 'parse_dataset', 'synth_test_root', 'synth_test_split', 'select', 'load_dataset',
            'MissingVideosError', 'check_videos', 'released_gt', 'RunResult', 'stored_predictions', 'baseline_run',
            'load_external_predictions', 'EvalConfig', 'check_checkpoint', 'default_checkpoint', 'checkpoint_name',
-           'video_config_for', 'cpu_threads', 'load_checkpoint', 'evaluate_checkpoint', 'results_table',
+           'video_config_for', 'think_for', 'cpu_threads', 'load_checkpoint', 'evaluate_checkpoint', 'results_table',
            'grouped_table', 'markdown_table', 'compare_runs', 'comparison_summary', 'plot_grouped', 'plot_iou_hist',
            'read_metrics', 'write_report', 'Evaluation', 'prepare', 'evaluate']
 
@@ -548,6 +548,13 @@ def _is_tiny(checkpoint) -> bool:
     h = _text_hidden(Path(checkpoint))
     return h is not None and h < 512
 
+def think_for(checkpoint, choice='auto') -> bool:
+    "Prompt with `<think>`? True / 'think': yes; False / 'nothink': no; 'auto': no for tiny models (train.ipynb trains them without), else yes."
+    if choice in (True, 'think'): return True
+    if choice in (False, 'nothink'): return False
+    if choice == 'auto': return not _is_tiny(checkpoint)
+    raise ValueError(f"think/prompt must be True, False, 'think', 'nothink' or 'auto', got {choice!r}")
+
 @contextlib.contextmanager
 def cpu_threads(n: int):
     "Run the block with `torch.set_num_threads(n)` (n = 0: unchanged); the previous setting is restored."
@@ -596,7 +603,7 @@ def evaluate_checkpoint(checkpoint, dataset, cfg: EvalConfig | None = None, *, n
     threads = 0 if model.device.type != 'cpu' else (int(_is_tiny(ckpt)) if cfg.cpu_threads == 'auto' else cfg.cpu_threads)
     with cpu_threads(threads):
         recs = predict(model, processor, items, out_path=run_dir / 'predictions.jsonl', batch_size=cfg.batch_size,
-                       think=cfg.prompt == 'think' or (cfg.prompt == 'auto' and not _is_tiny(ckpt)), do_sample=cfg.do_sample, temperature=cfg.temperature,
+                       think=think_for(ckpt, cfg.prompt), do_sample=cfg.do_sample, temperature=cfg.temperature,
                        top_p=cfg.top_p, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
                        video_config=video_config_for(ckpt, cfg.frame_size, cfg.video_fps), video_root=cfg.video_root,
                        cache=cache, progress=progress, overwrite=cfg.overwrite, model_path=str(ckpt))
