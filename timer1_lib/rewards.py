@@ -264,20 +264,16 @@ def has_answer_format(text: Any) -> bool:
     return (s.startswith('<answer>') and s.endswith('</answer>') and len(s) >= len('<answer></answer>')
             and s.count('<answer>') == 1 and s.count('</answer>') == 1)
 
+def _parsable_with(completions, has) -> list[float]:
+    "1.0 where the completion text passes the structure check `has` AND its answer parses with `parse_answer`."
+    return [float(has(t) and parse_answer(t) is not None) for t in map(completion_text, completions)]
+
 @register_reward('format_answer', 0.0, 1.0)
 def format_answer_reward(completions, **kwargs) -> list[float]:
     "No-think format: 1.0 iff the completion is exactly `<answer>…</answer>` and the answer parses, else 0.0."
-    out = []
-    for c in completions:
-        t = completion_text(c)
-        out.append(float(has_answer_format(t) and parse_answer(t) is not None))
-    return out
+    return _parsable_with(completions, has_answer_format)
 
 @register_reward('format_strict', 0.0, 1.0)
 def format_strict_reward(completions, **kwargs) -> list[float]:
     "1.0 iff the completion has the `format` structure AND its answer parses with `parse_answer`, else 0.0."
-    out = []
-    for c in completions:
-        t = completion_text(c)
-        out.append(float(has_format(t) and parse_answer(t) is not None))
-    return out
+    return _parsable_with(completions, has_format)
