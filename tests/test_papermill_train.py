@@ -42,8 +42,11 @@ def test_minimal_run_writes_everything(tmp_path, tiny_ckpt):
     assert (run / 'model' / 'config.json').is_file() and list((run / 'model').glob('*.safetensors'))
     assert (run / 'coldstart' / 'cold_start.json').is_file() and (run / 'curves.png').stat().st_size > 1000
     assert len(json.loads((run / 'curriculum_selection.json').read_text())['ids']) == 4
-    steps = [json.loads(l)['step'] for l in (run / 'grpo' / 'metrics.jsonl').read_text().splitlines()]
-    assert steps[:4] == [1, 2, 3, 4]
+    log = [json.loads(l) for l in (run / 'grpo' / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['step'] for r in log][:4] == [1, 2, 3, 4]
+    assert all(r['nonfinite_grad_steps'] == 0 for r in log if 'loss' in r)       # NonFiniteGradGuard is installed
+    rc = json.loads((run / 'grpo' / 'run_config.json').read_text())
+    assert rc['gradient_checkpointing'] is False and rc['per_device_train_batch_size'] == 4   # tiny: no recompute
     nb = json.loads(out.read_text())
     assert sum('image/png' in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', [])) >= 1
 
@@ -57,6 +60,7 @@ def test_minimal_run_writes_everything(tmp_path, tiny_ckpt):
     (dict(think=False, reward_funcs='tiou,format'), 'ValueError', "'format' needs <think>...</think> completions"),
     (dict(think='maybe'), 'ValueError', "parameter think='maybe': must be True or False or 'auto'"),
     (dict(grpo=False, cold_start=False), 'ValueError', "nothing to train"),
+    (dict(eval_before='no'), 'ValueError', "parameter eval_before='no': must be True or False"),
 ])
 def test_bad_parameters_fail_in_the_validation_cell(tmp_path, params, ename, text):
     res, out = _papermill(tmp_path, **params)
@@ -79,10 +83,11 @@ def test_existing_run_folder_is_not_overwritten(tmp_path):
 def test_sft_only_run(tmp_path, tiny_ckpt):
     "grpo=False: cold start and evaluations only (the 'more SFT' arm of a comparison); the SFT model is the result."
     run = tmp_path / 'run'
-    res, _ = _papermill(tmp_path, model_path=tiny_ckpt, out_dir=run, grpo=False, **TINY)
+    res, _ = _papermill(tmp_path, model_path=tiny_ckpt, out_dir=run, grpo=False, eval_before=False, **TINY)
     assert res.returncode == 0, res.stderr[-3000:]
-    m = json.loads((run / 'metrics.json').read_text())
-    assert set(m['metrics']) == {'before', 'after_coldstart'} and 'grpo' not in m and m['config']['grpo'] is False
+    m = json.loads((run / 'metrics.json').read_text())   # eval_before=False: the loaded model is not evaluated
+    assert set(m['metrics']) == {'after_coldstart'} and 'grpo' not in m and m['config']['grpo'] is False
+    assert not (run / 'eval_before.jsonl').exists() and m['config']['eval_before'] is False
     assert (run / 'model' / 'config.json').is_file() and not (run / 'grpo').exists()
 
 

@@ -21,7 +21,7 @@ from .video import FrameCache, VideoArgs, VideoSamplingConfig, load_video, proce
 
 # %% auto #0
 __all__ = ['LOSS_TYPES', 'reward_names', 'TimeR1Config', 'grounding_rows', 'grounding_dataset', 'toy_grounding_items',
-           'mm_token_type_ids', 'video_model_inputs', 'TimeR1Trainer', 'GroundingLogCallback']
+           'mm_token_type_ids', 'video_model_inputs', 'TimeR1Trainer', 'GroundingLogCallback', 'NonFiniteGradGuard']
 
 # %% ../nbs/11_grpo.ipynb #d1291a73
 LOSS_TYPES = {
@@ -200,6 +200,7 @@ class TimeR1Trainer(GRPOTrainer):
         funcs = _resolve_rewards(reward_funcs, args)
         gk = dict(args.generation_kwargs or {})   # never sample a vision placeholder (TRL suppresses only the image one)
         gk['suppress_tokens'] = sorted(set(gk.get('suppress_tokens') or []) | set(vision_token_ids(processing_class)))
+        gk.setdefault('remove_invalid_values', True)   # a NaN logit row must not become a CUDA assert in sampling
         args.generation_kwargs = gk
         self._video_config = args.video_sampling()
         if frame_cache is None: frame_cache = args.frame_cache()
@@ -212,6 +213,7 @@ class TimeR1Trainer(GRPOTrainer):
         cfg = self.model.config
         self._video_token_id, self._image_token_id = cfg.video_token_id, getattr(cfg, 'image_token_id', None)
         self._merge_size = getattr(getattr(processing_class, 'video_processor', None), 'merge_size', 2)
+        self.add_callback(NonFiniteGradGuard())        # before the logger: it adds `nonfinite_grad_steps` to the log line
         self.add_callback(GroundingLogCallback(self))
 
 # %% ../nbs/11_grpo.ipynb #3d78d19a
@@ -377,3 +379,20 @@ class GroundingLogCallback(TrainerCallback):
         n = args.log_samples if self.n_samples is None else self.n_samples
         samples, self.trainer._samples = self.trainer._samples, []
         if n and samples: _append_jsonl(self.run_dir / 'completions.jsonl', [{**r, 'step': state.global_step} for r in samples[:n]])
+
+# %% ../nbs/11_grpo.ipynb #f1ea1c15
+class NonFiniteGradGuard(TrainerCallback):
+    "Skip (and count) optimizer steps whose gradients are not all finite, instead of writing NaN into every weight."
+    def __init__(self): self.skipped = 0
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+        if model is None: return
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if not grads or bool(torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all()): return
+        for p in model.parameters(): p.grad = None    # torch optimizers leave parameters without a gradient untouched
+        self.skipped += 1
+        print(f"[grpo] step {state.global_step + 1}: non-finite gradients, optimizer step skipped ({self.skipped} so far)")
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs is not None and 'loss' in logs: logs['nonfinite_grad_steps'] = self.skipped
+

@@ -8,10 +8,11 @@ import re
 from typing import Any, Callable, Sequence
 
 # %% auto #0
-__all__ = ['REWARDS', 'REWARD_RANGES', 'EM_TOL', 'FORMAT_PATTERN', 'parse_answer', 'iou', 'completion_text', 'register_reward',
-           'get_reward', 'get_rewards', 'segment_score', 'iou_reward', 'tiou_reward', 'tiou_center_reward', 'em_reward',
-           'abs_reward', 'rmse_reward', 'center_reward', 'make_em_reward', 'has_format', 'format_reward',
-           'has_answer_format', 'format_answer_reward', 'format_strict_reward']
+__all__ = ['REWARDS', 'REWARD_RANGES', 'EM_TOL', 'RECALL_THRESHOLDS', 'FORMAT_PATTERN', 'parse_answer', 'iou', 'completion_text',
+           'register_reward', 'get_reward', 'get_rewards', 'segment_score', 'iou_reward', 'tiou_reward',
+           'tiou_center_reward', 'em_reward', 'abs_reward', 'rmse_reward', 'center_reward', 'recall_reward',
+           'make_em_reward', 'has_format', 'format_reward', 'has_answer_format', 'format_answer_reward',
+           'format_strict_reward']
 
 # %% ../nbs/00_rewards.ipynb #7989d703
 _TIME = r"[0-9]+:[0-9]+(?::[0-9]+)?(?:\.[0-9]*)?"                     # mm:ss, h:mm:ss, optional .f
@@ -164,9 +165,11 @@ def _abs(p, g, D): return 1.0 - (abs(p[0] - g[0]) / D + abs(p[1] - g[1]) / D) / 
 def _rmse(p, g, D): return 1.0 - math.sqrt(((p[0] - g[0]) / D) ** 2 / 2 + ((p[1] - g[1]) / D) ** 2 / 2)
 EM_TOL = 1.0  # seconds
 def _em(p, g, D, tol=EM_TOL): return float(abs(p[0] - g[0]) <= tol and abs(p[1] - g[1]) <= tol)
+RECALL_THRESHOLDS = (0.3, 0.5, 0.7)   # the R1@m thresholds of the metrics (strict >, as `metrics.grounding_metrics`)
+def _recall(p, g, D): v = iou(p, g); return sum(v > m for m in RECALL_THRESHOLDS) / len(RECALL_THRESHOLDS)
 
 _SCORERS = {'iou': _iou, 'tiou': _tiou, 'tiou_center': _tiou_center, 'em': _em, 'abs': _abs, 'rmse': _rmse,
-            'center': _center}
+            'center': _center, 'recall': _recall}
 
 def _score(scorer, pred, gt, duration, lo=0.0, hi=1.0) -> float:
     prep = _prepare(pred, gt, duration)
@@ -230,6 +233,11 @@ def rmse_reward(completions, segment=None, duration=None, **kwargs) -> list[floa
 def center_reward(completions, segment=None, duration=None, **kwargs) -> list[float]:
     "1 − |c−c'|/D with c the segment centre; range [0, 1]."
     return _batch('center', _center, completions, segment, duration)
+
+@register_reward('recall')
+def recall_reward(completions, segment=None, duration=None, **kwargs) -> list[float]:
+    "Mean over m in (0.3, 0.5, 0.7) of 1[IoU > m]: the R1@m metrics as a reward; values {0, 1/3, 2/3, 1}."
+    return _batch('recall', _recall, completions, segment, duration)
 
 def make_em_reward(tol: float) -> Callable[..., list[float]]:
     "An `em` reward with tolerance `tol` seconds (not registered; `__name__` is `em@{tol}s`)."
