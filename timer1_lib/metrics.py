@@ -9,7 +9,7 @@ from typing import Any, Hashable, Sequence
 
 import pandas as pd
 
-from .rewards import iou, parse_answer
+from .rewards import RECALL_THRESHOLDS, iou, parse_answer
 
 # %% auto #0
 __all__ = ['DEFAULT_THRESHOLDS', 'LENGTH_EDGES', 'RELATIVE_EDGES', 'pred_ious', 'grounding_metrics', 'grouped_metrics',
@@ -42,7 +42,7 @@ def pred_ious(preds: Sequence[Any], gts: Sequence[Any]) -> list[float]:
     return out
 
 # %% ../nbs/01_metrics.ipynb #be3f2049
-DEFAULT_THRESHOLDS = (0.3, 0.5, 0.7)
+DEFAULT_THRESHOLDS = RECALL_THRESHOLDS   # (0.3, 0.5, 0.7): one definition, so the `recall` reward pays exactly these
 
 def _check_thresholds(thresholds) -> tuple[float, ...]:
     ts = tuple(thresholds)

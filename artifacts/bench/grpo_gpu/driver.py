@@ -65,15 +65,14 @@ def launch(name, params, scratch, logs, gpu=None):
     env = dict(os.environ, **({} if gpu is None else {'CUDA_VISIBLE_DEVICES': str(gpu)}))
     return subprocess.Popen(cmd, stdout=open(logs / f'{name}.log', 'w'), stderr=subprocess.STDOUT, env=env)
 
-def run_plan(plan, scratch, logs, deadline, t0, ngpu=1, ready=lambda name, params: True):
-    "Start every run as soon as the cold-start model it starts from is saved (and `ready` says yes); kill at the deadline."
+def run_plan(plan, scratch, logs, deadline, t0, ngpu=1):
+    "Start every run as soon as the cold-start model it starts from is saved; kill at the deadline."
     procs, todo, k = {}, dict(plan), 0
     while (todo or any(p.poll() is None for p in procs.values())) and time.time() < deadline:
         for n, (params, after) in list(todo.items()):
             if after is not None:   # its cold-start model is complete once cold_start.json is written (its evaluation may still run)
                 if after in procs and procs[after].poll() not in (None, 0): todo.pop(n); print(f'{n}: skipped ({after} failed)', flush=True); continue
                 if after not in procs or not (scratch / after / 'coldstart' / 'cold_start.json').is_file(): continue
-            if not ready(n, params): continue
             if after is not None: params = dict(params, model_path=str(scratch / after / 'coldstart'))
             procs[n] = launch(n, params, scratch, logs, None if ngpu <= 1 else k % ngpu); k += 1; todo.pop(n)
             print(f'{n}: started at {time.time() - t0:.0f} s', flush=True)
