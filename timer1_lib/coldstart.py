@@ -495,7 +495,8 @@ def sft_learning_curve(out_dir='artifacts/bench', name: str = 'coldstart_sft', s
     from timer1_lib.model import make_tiny_model
     from timer1_lib.synth import SynthConfig, generate
     if threads: torch.set_num_threads(threads)
-    work = Path(work_dir or tempfile.mkdtemp(prefix='timer1_sft_'))
+    scratch = None if work_dir else tempfile.TemporaryDirectory(prefix='timer1_sft_')  # removed with the object, on return
+    work = Path(work_dir or scratch.name)
     t0 = time.perf_counter()
     synth = generate(SynthConfig.tiny(n_videos=n_videos, seed=seed), work / 'synth', workers=2)
     train, test = list(synth.items('train')), list(synth.items('test'))

@@ -194,7 +194,8 @@ def gpu_predict_bench(out_json='artifacts/bench/gpu_predict_3b.json', *, device:
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     cuda = str(device).startswith('cuda')
     video_config = video_config or VideoSamplingConfig()
-    work = Path(work_dir or tempfile.mkdtemp(prefix='timer1_bench_'))
+    scratch = None if work_dir else tempfile.TemporaryDirectory(prefix='timer1_bench_')  # removed with the object, on return
+    work = Path(work_dir or scratch.name)
     cfg = qwen_3b_config(text=text, vision=vision)
     t = {}
     t0 = time.perf_counter(); ckpt = make_random_model(cfg, work / 'qwen3b-random', save_weights=False)
