@@ -41,3 +41,18 @@ def test_clean_keeps_papermill_tags(tmp_path):
     subprocess.run([BIN / 'nbdev_clean', '--fname', tmp / 'nbs' / 'zz_tags.ipynb'], cwd=tmp, check=True, capture_output=True)
     cell = json.loads((tmp / 'nbs' / 'zz_tags.ipynb').read_text())['cells'][0]
     assert cell['metadata'] == {'tags': ['parameters']} and cell['execution_count'] is None
+
+
+def test_notebook_tests_leave_no_scratch_behind(tmp_path):
+    "nbdev_test of the notebooks that make scratch folders leaves nothing in TMPDIR (CI once ran out of disk on leftovers)."
+    import os
+    scratch = tmp_path / 'tmpdir'; scratch.mkdir()
+    env = os.environ | {'TMPDIR': str(scratch), 'OMP_NUM_THREADS': '1'}
+    nbs = ['02_data', '05_model', '06_infer', 'evaluate']
+    for nb in nbs:
+        r = subprocess.run([BIN / 'nbdev_test', '--path', ROOT / 'nbs' / f'{nb}.ipynb'], cwd=ROOT, env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, f'nbdev_test {nb}: {r.stderr[-2000:]}'
+    # torch's own compile cache (torchinductor_<user>) is shared between runs by design; anything else is a leak
+    left = sorted(p.name for p in scratch.iterdir() if not p.name.startswith('torchinductor_'))
+    assert not left, f'nbdev_test of {nbs} left {left} in TMPDIR'
