@@ -118,3 +118,102 @@ def test_interrupted_run_resumes_with_the_curriculum_state(tmp_path, tiny_ckpt):
     texts = [o.get('text', '') for c in json.loads(out.read_text())['cells'] for o in c.get('outputs', [])]
     logs = ''.join(t if isinstance(t, str) else ''.join(t) for t in texts)
     assert 'recorded in' in logs and 'reusing' in logs
+
+
+def test_real_data_path(tmp_path, tiny_ckpt):
+    """The real-data parameters: a TimeRFT-format training file and a TVGBench-format test file whose videos live in
+    `video_root` (here the bundled Charades video OHOFG.mp4 under Time-R1's relative paths), and a user CoT file for the
+    think=True cold start."""
+    import shutil
+    from timer1_lib.data import asset_path
+    vids = tmp_path / 'videos'; vids.mkdir()
+    shutil.copy(asset_path('OHOFG.mp4'), vids / 'OHOFG.mp4')
+    rel = './dataset/timer1/videos/timerft_data/OHOFG.mp4'
+    queries = [('person sitting down in a chair.', [1.0, 7.5]), ('a person opens a door.', [12.0, 18.0]),
+               ('person takes a book from the shelf.', [20.0, 26.5]), ('a person stands up.', [28.0, 33.0])]
+    train = [dict(video=rel, duration=35.04, timestamp=seg, sentence=q, qid=f'real|{i}', video_start=None, video_end=None,
+                  difficulty=30.0 + 10 * i) for i, (q, seg) in enumerate(queries)]
+    (tmp_path / 'train.json').write_text(json.dumps(train))
+    cot = [r | dict(cot=f'<{r["timestamp"][0]:g} to {r["timestamp"][1]:g}: {r["sentence"]}>') for r in train]
+    (tmp_path / 'cot.json').write_text(json.dumps(cot))
+    test = [dict(path='./dataset/timer1/videos/tvgbench_data/OHOFG.mp4', question=q, answer=f'{s}-{e}', start=None,
+                 end=None, duration=35.04, question_type='video temporal grounding', dataset_name='charades',
+                 qsemtype='Human Pose') for q, (s, e) in queries[:2]]
+    (tmp_path / 'test.json').write_text(json.dumps(test))
+    run = tmp_path / 'run'
+    params = dict(TINY, think=True, num_train_epochs=1, eval_limit=0)
+    res, _ = _papermill(tmp_path, model_path=tiny_ckpt, out_dir=run, train_annotations=tmp_path / 'train.json',
+                        test_annotations=tmp_path / 'test.json', video_root=vids, cot_file=tmp_path / 'cot.json', **params)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = json.loads((run / 'metrics.json').read_text())
+    assert m['metrics']['after_grpo']['n'] == 2 and m['config']['reward_funcs'] == ['tiou', 'format']
+    cs = json.loads((run / 'coldstart' / 'cold_start.json').read_text())
+    assert cs['steps'] == 2
+    preds = [json.loads(l) for l in (run / 'eval_after_grpo.jsonl').read_text().splitlines()[1:]]
+    assert sorted(p['query'] for p in preds) == sorted(q for q, _ in queries[:2])
+    assert all(Path(p['video']).name == 'OHOFG.mp4' and p['duration'] == 35.04 for p in preds)
+    sel = json.loads((run / 'curriculum_selection.json').read_text())['ids']
+    assert sorted(sel) == sorted(r['qid'] for r in train)
+    # a video that is not under video_root stops before any model is loaded, naming the record
+    (vids / 'OHOFG.mp4').unlink()
+    res, out = _papermill(tmp_path, 'missing', model_path=tiny_ckpt, out_dir=tmp_path / 'run2',
+                          train_annotations=tmp_path / 'train.json', test_annotations=tmp_path / 'test.json',
+                          video_root=vids, cot_file=tmp_path / 'cot.json', **params)
+    assert res.returncode != 0
+    idx, ename, evalue = error_cell(out)
+    assert ename == 'MissingVideosError' and idx == 3, (idx, ename)               # the data cell, before any model
+    assert evalue.startswith(f"train_annotations={str(tmp_path / 'train.json')!r}: train: 1 video(s) missing (4 of 4 items)")
+    assert 'OHOFG.mp4' in evalue and 'exclude_missing' not in evalue, evalue
+    assert (tmp_path / 'run2' / 'missing_videos_train.txt').read_text() == rel + '\n'
+
+
+def _descendants(pid: int) -> list[int]:
+    "Process ids below `pid` (Linux /proc), deepest last: papermill's kernel runs in its own session."
+    kids = {}
+    for p in Path('/proc').iterdir():
+        if p.name.isdigit():
+            try: ppid = int(next(l for l in (p / 'status').read_text().splitlines() if l.startswith('PPid:')).split()[1])
+            except (OSError, StopIteration): continue
+            kids.setdefault(ppid, []).append(int(p.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []): out.append(c); todo.append(c)
+    return out
+
+
+@pytest.mark.skipif(not Path('/proc/self/status').exists(), reason='finds the kernel process through /proc (Linux)')
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, tiny_ckpt):
+    "SIGKILL the kernel right after the first epoch's checkpoint, then resume='latest': same curriculum state, same end."
+    import os, signal, subprocess, sys, time
+    run = tmp_path / 'run'
+    params = dict(TINY, num_train_epochs=3, sample_k=8, sample_pool=8)          # 4 steps an epoch, checkpoints 4, 8, 12
+    args = [sys.executable, '-m', 'papermill', str(NB), str(tmp_path / 'first.ipynb'), '--cwd', str(ROOT / 'nbs'),
+            '--no-progress-bar', '-p', 'model_path', str(tiny_ckpt), '-p', 'out_dir', str(run)]
+    for k, v in params.items(): args += ['-p', k, str(v)]
+    env = {k: v for k, v in os.environ.items() if k != 'IN_TEST'} | {'MPLBACKEND': 'Agg'}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = run / 'grpo' / 'checkpoint-4'
+    try:
+        t0 = time.monotonic()
+        while not (first / 'curriculum_state.json').is_file():
+            assert proc.poll() is None, 'the run ended before its first checkpoint'
+            assert time.monotonic() - t0 < 240, 'no first checkpoint after 240 s'
+            time.sleep(0.05)
+        time.sleep(0.2)                                                          # let the checkpoint's files land
+        killed = _descendants(proc.pid)
+        for pid in killed: os.kill(pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=120)
+    assert killed and proc.returncode != 0
+    assert not (run / 'metrics.json').is_file() or 'after_grpo' not in json.loads((run / 'metrics.json').read_text())['metrics']
+    st1 = json.loads((first / 'curriculum_state.json').read_text())
+    assert st1['epoch'] == 1
+    res, _ = _papermill(tmp_path, 'second', model_path=tiny_ckpt, out_dir=run, resume_from_checkpoint='latest', **params)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = json.loads((run / 'metrics.json').read_text())
+    resumed = Path(m['grpo']['resumed_from'])
+    assert resumed.parent == run / 'grpo' and resumed.name.startswith('checkpoint-')   # the last complete checkpoint
+    assert m['grpo']['epochs_done'] == 3 and m['grpo']['global_step'] == 12
+    st = json.loads((run / 'grpo' / 'curriculum_state.json').read_text())
+    assert st['history'][0] == st1['history'][0] and st['epoch'] == 3
+    assert set(st['remaining']) <= set(st1['remaining'])

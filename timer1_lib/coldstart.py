@@ -20,7 +20,7 @@ import torch
 from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from .data import Annotations, AnnotationError, GroundingItem, load_annotations, write_timerft
+from .data import Annotations, AnnotationError, GroundingItem, load_annotations, resolve_video, write_timerft
 from .grpo import mm_token_type_ids
 from .model import build_prompt, load_model, load_processor, model_for_training, vision_token_ids
 from .rewards import REWARDS, parse_answer
@@ -262,9 +262,7 @@ def cot_rows(items: Iterable[GroundingItem], think: bool = True, style: str = 's
     rows = []
     for it in items:
         if not isinstance(it, GroundingItem): raise TypeError(f"expected GroundingItem, got {type(it).__name__}: {it!r:.80}")
-        v = Path(it.video)
-        if video_root is not None and not v.is_absolute(): v = Path(video_root) / v
-        if check_files and not v.is_file(): raise FileNotFoundError(f"record {it.id!r}: video file not found: '{v}'")
+        v = resolve_video(it, video_root, check=check_files)   # as evaluation finds it: the path, root/path, root/name
         rows.append(dict(id=str(it.id), video=str(v), clip=None if it.clip is None else list(it.clip), query=it.query,
                          target=cot_target(it, think=think, style=style, max_evidence=max_evidence),
                          segment=list(it.segment), duration=float(it.duration)))

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 from transformers import PreTrainedModel, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from .data import GroundingItem
@@ -23,7 +23,7 @@ from .rewards import iou as _iou
 
 # %% auto #0
 __all__ = ['SAMPLE_MODES', 'STATE_FILE', 'score_difficulty', 'iou_bins', 'gaussian_sample', 'CurriculumState',
-           'CurriculumSampler', 'CurriculumCallback', 'CurriculumTrainer']
+           'last_complete_checkpoint', 'CurriculumSampler', 'CurriculumCallback', 'CurriculumTrainer']
 
 # %% ../nbs/10_curriculum.ipynb #68912de3
 def _stored_difficulty(it: GroundingItem) -> float:
@@ -159,6 +159,17 @@ class CurriculumState:
         if not path.is_file(): raise FileNotFoundError(f"no curriculum state at '{path}'")
         try: return cls.from_json(path.read_text())
         except (json.JSONDecodeError, TypeError) as e: raise ValueError(f"'{path}' is not a CurriculumState: {e}") from None
+
+# %% ../nbs/10_curriculum.ipynb #9479fdc2
+def last_complete_checkpoint(output_dir) -> Path | None:
+    "The newest `checkpoint-N` under `output_dir` with `trainer_state.json` and a curriculum state; None when there is none."
+    d = Path(output_dir)
+    if not d.is_dir(): return None
+    ckpts = [p for p in d.iterdir() if p.is_dir() and p.name.startswith(PREFIX_CHECKPOINT_DIR + '-')
+             and p.name[len(PREFIX_CHECKPOINT_DIR) + 1:].isdigit()]
+    for p in sorted(ckpts, key=lambda p: int(p.name.rsplit('-', 1)[1]), reverse=True):
+        if (p / 'trainer_state.json').is_file() and (p / STATE_FILE).is_file(): return p
+    return None
 
 # %% ../nbs/10_curriculum.ipynb #fd72e94a
 class CurriculumSampler(torch.utils.data.Sampler):
@@ -355,9 +366,9 @@ class CurriculumTrainer(TimeR1Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
         "`Trainer.train`, restoring the curriculum state (and the position in the epoch) from the checkpoint."
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None: raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
+        if resume_from_checkpoint is True:   # the newest checkpoint that was fully written (a kill can cut a save short)
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None: raise ValueError(f"No complete checkpoint found in output directory ({self.args.output_dir})")
         if resume_from_checkpoint: self._restore_curriculum(resume_from_checkpoint)
         elif self.curriculum.state.epoch or self.curriculum.state.epoch_start_step:
             raise ValueError("CurriculumTrainer.train(): the curriculum already ran in this trainer; build a new "

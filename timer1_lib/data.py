@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 # %% auto #0
 __all__ = ['Segment', 'OnError', 'FORMATS', 'ASSETS', 'GroundingItem', 'AnnotationError', 'Issue', 'check_item', 'Annotations',
            'probe_duration', 'detect_format', 'load_annotations', 'item_to_timerft', 'write_timerft', 'asset_path',
-           'load_timerft', 'load_tvgbench', 'find_video', 'missing_videos', 'read_prediction_lines']
+           'load_timerft', 'load_tvgbench', 'find_video', 'resolve_video', 'missing_videos', 'read_prediction_lines']
 
 # %% ../nbs/02_data.ipynb #69a9feca
 Segment = tuple[float, float]
@@ -350,6 +350,17 @@ def find_video(video: str | GroundingItem, video_root=None) -> Path | None:
     v = Path(video.video if isinstance(video, GroundingItem) else video)
     cands = [v] if video_root is None else [v, Path(video_root) / v, Path(video_root) / v.name]
     return next((c for c in cands if c.is_file()), None)
+
+def resolve_video(video: str | GroundingItem, video_root=None, check: bool = True) -> Path:
+    "`find_video`'s path; when it is not found, a `FileNotFoundError` naming the record (or, `check=False`, the path under `video_root`)."
+    p = find_video(video, video_root)
+    if p is not None: return p
+    v = Path(video.video if isinstance(video, GroundingItem) else video)
+    where = v if video_root is None or v.is_absolute() else Path(video_root) / v
+    if not check: return where
+    rec = f"record {video.id!r}: " if isinstance(video, GroundingItem) else ''
+    root = '' if video_root is None else f" (nor {v.name} directly under video_root={str(video_root)!r})"
+    raise FileNotFoundError(f"{rec}video file not found: '{where}'{root}")
 
 def missing_videos(items: Iterable[GroundingItem], video_root=None) -> list[GroundingItem]:
     "Items whose video file cannot be found under `video_root`."

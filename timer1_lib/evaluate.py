@@ -149,8 +149,8 @@ class MissingVideosError(FileNotFoundError):
 def _slug(s: str) -> str: return re.sub(r'[^A-Za-z0-9._-]+', '-', str(s)).strip('-') or 'x'
 
 def check_videos(items: Sequence[GroundingItem], video_root=None, exclude_missing: bool = False,
-                 dataset: str = 'dataset', out_dir=None, show: int = 10) -> list[GroundingItem]:
-    "Items whose video exists; MissingVideosError (count + list) for missing ones unless `exclude_missing`."
+                 dataset: str = 'dataset', out_dir=None, show: int = 10, can_exclude: bool = True) -> list[GroundingItem]:
+    "Items whose video exists; MissingVideosError (count + list) for missing ones unless `exclude_missing` (offered when `can_exclude`)."
     items = list(items)
     lost = [it for it in items if find_video(it, video_root) is None]
     if not lost: return items
@@ -163,8 +163,8 @@ def check_videos(items: Sequence[GroundingItem], video_root=None, exclude_missin
     head = (f"{dataset}: {len(paths)} video(s) missing ({len(lost)} of {len(items)} items) with {where}; first "
             f"{min(show, len(paths))}: {paths[:show]}" + (f"; full list in {listing}" if listing else ''))
     if not exclude_missing:
-        raise MissingVideosError(head + ". Point video_root at the folder holding them, or pass exclude_missing=True "
-                                 "to evaluate only the items whose video exists.", paths, lost)
+        raise MissingVideosError(head + ". Point video_root at the folder holding them" + (
+            ", or pass exclude_missing=True to evaluate only the items whose video exists." if can_exclude else "."), paths, lost)
     keep = [it for it in items if find_video(it, video_root) is not None]
     if not keep: raise MissingVideosError(head + '. exclude_missing=True leaves no item to evaluate.', paths, lost)
     warnings.warn(head + f'. Excluded (exclude_missing=True): evaluating {len(keep)} items.', stacklevel=2)

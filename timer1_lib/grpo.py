@@ -14,7 +14,7 @@ import torch
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from .data import GroundingItem
+from .data import GroundingItem, resolve_video
 from .model import build_messages, model_for_training, vision_token_ids
 from .rewards import REWARDS, completion_text, get_reward, parse_answer
 from .video import FrameCache, VideoArgs, VideoSamplingConfig, load_video, processor_video_kwargs
@@ -93,9 +93,7 @@ def grounding_rows(items: Iterable[GroundingItem], think: bool = True, video_roo
     "One GRPO row per item: `prompt` (chat messages), `video`, `clip`, `segment`, `duration`, `id`, `query`."
     rows = []
     for it in items:
-        v = Path(it.video)
-        if video_root is not None and not v.is_absolute(): v = Path(video_root) / v
-        if check_files and not v.is_file(): raise FileNotFoundError(f"record {it.id!r}: video file not found: '{v}'")
+        v = resolve_video(it, video_root, check=check_files)   # as evaluation finds it: the path, root/path, root/name
         rows.append(dict(id=str(it.id), prompt=build_messages(it.query, video=str(v), think=think), video=str(v),
                          clip=None if it.clip is None else list(it.clip), segment=list(it.segment),
                          duration=float(it.duration), query=it.query))

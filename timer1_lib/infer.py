@@ -14,7 +14,7 @@ import transformers
 from tqdm import tqdm
 from transformers import GenerationConfig
 import timer1_lib
-from .data import GroundingItem, find_video, asset_path, read_prediction_lines
+from .data import GroundingItem, resolve_video, asset_path, read_prediction_lines
 from .video import VideoSamplingConfig, load_video, processor_video_kwargs
 from .rewards import parse_answer, iou
 from .model import (build_prompt, prompt_variant, vision_token_ids, PROMPT_TEMPLATES, SYSTEM,
@@ -68,15 +68,7 @@ def _model_path(model) -> str:
     return str(Path(p).resolve()) if p and Path(p).is_dir() else p   # same run from another cwd -> same header
 
 def _resolve_videos(items: Sequence[GroundingItem], video_root) -> list[Path]:
-    paths = []
-    for it in items:
-        p = find_video(it, video_root)
-        if p is None:
-            where = Path(it.video) if video_root is None or Path(it.video).is_absolute() else Path(video_root) / it.video
-            raise FileNotFoundError(f"item {it.id!r}: video file not found: '{where}' (video={it.video!r}, "
-                                    f"video_root={str(video_root) if video_root is not None else None!r})")
-        paths.append(p)
-    return paths
+    return [resolve_video(it, video_root) for it in items]
 
 def _n_new(row: torch.Tensor, eos: set[int]) -> tuple[int, bool]:
     for j, t in enumerate(row.tolist()):
