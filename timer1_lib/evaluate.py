@@ -152,7 +152,8 @@ def check_videos(items: Sequence[GroundingItem], video_root=None, exclude_missin
                  dataset: str = 'dataset', out_dir=None, show: int = 10, can_exclude: bool = True) -> list[GroundingItem]:
     "Items whose video exists; MissingVideosError (count + list) for missing ones unless `exclude_missing` (offered when `can_exclude`)."
     items = list(items)
-    lost = [it for it in items if find_video(it, video_root) is None]
+    found = [find_video(it, video_root) is not None for it in items]
+    lost = [it for it, f in zip(items, found) if not f]
     if not lost: return items
     paths = sorted({it.video for it in lost})
     listing = None
@@ -165,7 +166,7 @@ def check_videos(items: Sequence[GroundingItem], video_root=None, exclude_missin
     if not exclude_missing:
         raise MissingVideosError(head + ". Point video_root at the folder holding them" + (
             ", or pass exclude_missing=True to evaluate only the items whose video exists." if can_exclude else "."), paths, lost)
-    keep = [it for it in items if find_video(it, video_root) is not None]
+    keep = [it for it, f in zip(items, found) if f]
     if not keep: raise MissingVideosError(head + '. exclude_missing=True leaves no item to evaluate.', paths, lost)
     warnings.warn(head + f'. Excluded (exclude_missing=True): evaluating {len(keep)} items.', stacklevel=2)
     return keep

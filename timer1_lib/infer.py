@@ -67,9 +67,6 @@ def _model_path(model) -> str:
     p = str(getattr(model, 'name_or_path', None) or getattr(model.config, '_name_or_path', '') or '')
     return str(Path(p).resolve()) if p and Path(p).is_dir() else p   # same run from another cwd -> same header
 
-def _resolve_videos(items: Sequence[GroundingItem], video_root) -> list[Path]:
-    return [resolve_video(it, video_root) for it in items]
-
 def _n_new(row: torch.Tensor, eos: set[int]) -> tuple[int, bool]:
     for j, t in enumerate(row.tolist()):
         if t in eos: return j + 1, False
@@ -123,7 +120,7 @@ def predict(model, processor, items: Iterable[GroundingItem], *, out_path=None, 
             f = open(out_path, 'w')
             f.write(json.dumps(config) + '\n'); f.flush()
     pending = [it for it in items if it.id not in done]
-    paths = _resolve_videos(pending, video_root)
+    paths = [resolve_video(it, video_root) for it in pending]   # a missing video fails here, naming its record
     gcfg = _build_generation_config(processor, model, max_new_tokens, gen)
     eos = set(gcfg.eos_token_id)
     vid_id = getattr(model.config, 'video_token_id', None)
