@@ -4,7 +4,9 @@
 # Keeps the executed notebooks, metrics.json (timings, device, peak GPU memory) and the GRPO logs under $1
 # (default artifacts/bench/train_gpu); the trained weights go to a scratch folder and are not kept.
 # Usage (repository root, GPU machine with papermill + ipykernel importable): bash scripts/gpu_train_bench.sh [out]
-# RUNS='tiny qwen3b' (default) selects the runs; PYTHON (default python3) is the interpreter.
+# RUNS='tiny qwen3b' (default) selects the runs; 'real' adds the 3B-shaped model on the real-data path: the bundled
+# Charades video OHOFG.mp4 (35 s, Time-R1 pixel budget) and its TVGBench query as TimeRFT-format annotation files,
+# video_root and a one-record cot_file (a pipeline and memory check, not a learning claim). PYTHON (default python3).
 set -uo pipefail
 out=${1:-artifacts/bench/train_gpu}; scratch=${SCRATCH:-/tmp/timer1_gpu_bench}; runs=${RUNS:-tiny qwen3b}; py=${PYTHON:-python3}
 mkdir -p "$out" "$scratch"; out=$(cd "$out" && pwd)
@@ -18,15 +20,38 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > 
 tiny_pid=
 [[ " $runs " == *" tiny "* ]] && { ( t0=$(date +%s); papermill nbs/train.ipynb "$out/tiny.ipynb" --cwd nbs --log-output -k python3 -p out_dir "$scratch/tiny" \
     > "$scratch/tiny.log" 2>&1; rc=$?; keep tiny; echo "tiny default run: rc $rc, $(( $(date +%s) - t0 )) s" ) & tiny_pid=$!; }
-if [[ " $runs " == *" qwen3b "* ]]; then
+if [[ " $runs " == *" qwen3b "* || " $runs " == *" real "* ]]; then
 t0=$(date +%s)
 $py -c "from timer1_lib.model import make_random_model, qwen_3b_config; make_random_model(qwen_3b_config(), '$scratch/qwen3b-random')"
-echo "random 3B checkpoint written: $(( $(date +%s) - t0 )) s"; t0=$(date +%s)
+echo "random 3B checkpoint written: $(( $(date +%s) - t0 )) s"
+fi
+if [[ " $runs " == *" qwen3b "* ]]; then
+t0=$(date +%s)
 papermill nbs/train.ipynb "$out/qwen3b.ipynb" --cwd nbs --log-output -k python3 -p out_dir "$scratch/qwen3b" \
   -p model_path "$scratch/qwen3b-random" -p think True -p cold_start_steps 4 -p sample_pool 8 -p sample_k 4 \
   -p num_train_epochs 1 -p prompts_per_step 2 -p num_generations 4 -p max_completion_length 64 -p learning_rate 1e-6 \
   -p eval_limit 8 -p eval_max_new_tokens 64
 keep qwen3b; echo "3B run: $(( $(date +%s) - t0 )) s"
+fi
+if [[ " $runs " == *" real "* ]]; then
+t0=$(date +%s); data="$scratch/real-data"; mkdir -p "$data/videos"
+$py - "$data" <<'PY'
+import json, shutil, sys
+from pathlib import Path
+from timer1_lib.data import asset_path, load_tvgbench
+d = Path(sys.argv[1]); shutil.copy(asset_path('OHOFG.mp4'), d / 'videos' / 'OHOFG.mp4')
+it = next(i for i in load_tvgbench() if 'OHOFG' in i.video)          # TVGBench: 'person sitting down in a chair.' 1.0-7.5 s
+rec = dict(video=it.video, duration=it.duration, timestamp=list(it.segment), sentence=it.query, qid=str(it.id))
+(d / 'annotations.json').write_text(json.dumps([rec]))
+s, e = it.segment   # a format sample for the cold start, written here (not from a dataset)
+(d / 'cot.json').write_text(json.dumps([rec | dict(cot=f'<{s:g} to {e:g}: the person lowers onto the chair>')]))
+PY
+papermill nbs/train.ipynb "$out/qwen3b_real.ipynb" --cwd nbs --log-output -k python3 -p out_dir "$scratch/qwen3b_real" \
+  -p model_path "$scratch/qwen3b-random" -p think True -p train_annotations "$data/annotations.json" \
+  -p test_annotations "$data/annotations.json" -p video_root "$data/videos" -p cot_file "$data/cot.json" \
+  -p cold_start_steps 2 -p sample_pool 0 -p sample_k 1 -p num_train_epochs 2 -p prompts_per_step 1 -p num_generations 4 \
+  -p max_completion_length 64 -p learning_rate 1e-6 -p eval_max_new_tokens 64
+keep qwen3b_real; echo "3B real-data run: $(( $(date +%s) - t0 )) s"
 fi
 [ -n "$tiny_pid" ] && { wait $tiny_pid; tail -n 25 "$scratch/tiny.log"; }
 true
