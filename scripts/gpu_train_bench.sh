@@ -6,7 +6,8 @@
 # Usage (repository root, GPU machine with papermill + ipykernel importable): bash scripts/gpu_train_bench.sh [out]
 # RUNS='tiny qwen3b' (default) selects the runs; 'real' adds the 3B-shaped model on the real-data path: the bundled
 # Charades video OHOFG.mp4 (35 s, Time-R1 pixel budget) and its TVGBench query as TimeRFT-format annotation files,
-# video_root and a one-record cot_file (a pipeline and memory check, not a learning claim). PYTHON (default python3).
+# video_root and a one-record cot_file, written by timer1_lib.bench.real_data_fixture (a pipeline and memory check,
+# not a learning claim). PYTHON (default python3). Benchmarks in Python: python -m timer1_lib.bench --list.
 set -uo pipefail
 out=${1:-artifacts/bench/train_gpu}; scratch=${SCRATCH:-/tmp/timer1_gpu_bench}; runs=${RUNS:-tiny qwen3b}; py=${PYTHON:-python3}
 mkdir -p "$out" "$scratch"; out=$(cd "$out" && pwd)
@@ -34,18 +35,8 @@ papermill nbs/train.ipynb "$out/qwen3b.ipynb" --cwd nbs --log-output -k python3 
 keep qwen3b; echo "3B run: $(( $(date +%s) - t0 )) s"
 fi
 if [[ " $runs " == *" real "* ]]; then
-t0=$(date +%s); data="$scratch/real-data"; mkdir -p "$data/videos"
-$py - "$data" <<'PY'
-import json, shutil, sys
-from pathlib import Path
-from timer1_lib.data import asset_path, load_tvgbench
-d = Path(sys.argv[1]); shutil.copy(asset_path('OHOFG.mp4'), d / 'videos' / 'OHOFG.mp4')
-it = next(i for i in load_tvgbench() if 'OHOFG' in i.video)          # TVGBench: 'person sitting down in a chair.' 1.0-7.5 s
-rec = dict(video=it.video, duration=it.duration, timestamp=list(it.segment), sentence=it.query, qid=str(it.id))
-(d / 'annotations.json').write_text(json.dumps([rec]))
-s, e = it.segment   # a format sample for the cold start, written here (not from a dataset)
-(d / 'cot.json').write_text(json.dumps([rec | dict(cot=f'<{s:g} to {e:g}: the person lowers onto the chair>')]))
-PY
+t0=$(date +%s); data="$scratch/real-data"
+$py -c "from timer1_lib.bench import real_data_fixture; real_data_fixture('$data')"   # OHOFG.mp4 + its TVGBench query as files
 papermill nbs/train.ipynb "$out/qwen3b_real.ipynb" --cwd nbs --log-output -k python3 -p out_dir "$scratch/qwen3b_real" \
   -p model_path "$scratch/qwen3b-random" -p think True -p train_annotations "$data/annotations.json" \
   -p test_annotations "$data/annotations.json" -p video_root "$data/videos" -p cot_file "$data/cot.json" \

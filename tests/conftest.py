@@ -1,4 +1,4 @@
-import os, pathlib, pytest
+import pathlib, pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -18,3 +18,19 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def root():
     return ROOT
+
+
+def toy_length_reward(completions, **kwargs) -> list[float]:
+    """Toy reward in [0, 1): n / (n + 100) for a completion of n characters.
+
+    A plain TRL-style reward callable (not registered in `timer1_lib.rewards.REWARDS`): it gives a random tiny model's
+    groups reward variance (such a model never earns tiou/format), so GRPO's advantages are non-zero and weights move.
+    Pass it in `reward_funcs` next to names, e.g. `['tiou', 'format', toy_reward]`; its metrics are `rewards/toy_length_reward/*`."""
+    from timer1_lib.rewards import completion_text
+    return [len(t) / (len(t) + 100) for t in map(completion_text, completions)]
+
+
+@pytest.fixture(scope='session')
+def toy_reward():
+    "The toy length reward (see `toy_length_reward`), for GRPO tests that need reward variance."
+    return toy_length_reward

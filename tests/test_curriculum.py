@@ -10,14 +10,6 @@ from transformers import TrainerCallback
 from timer1_lib.curriculum import STATE_FILE, CurriculumCallback, CurriculumState, CurriculumTrainer
 from timer1_lib.grpo import TimeR1Config, toy_grounding_items
 from timer1_lib.model import load_model, make_tiny_model
-from timer1_lib.rewards import REWARDS, completion_text, register_reward
-
-if 'curriculum_toy_length' not in REWARDS:
-    @register_reward('curriculum_toy_length', 0.0, float('inf'))
-    def curriculum_toy_length(completions, **kw):
-        "Completion length / 100: gives a random model's groups reward variance, so the weights move."
-        return [len(completion_text(c)) / 100 for c in completions]
-
 EASY = ('toy0', 'toy1')   # the stub scorer calls these solved (IoU 1.0) at the end of epoch 1
 
 
@@ -46,25 +38,25 @@ def stub_score(model, processor, items, **kw):
 
 
 @pytest.fixture(scope='module')
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, toy_reward):
     torch.set_num_threads(1)   # 2 OpenMP threads on the shared 2-core box are ~25x slower for this tiny model
     root = tmp_path_factory.mktemp('curriculum')
     ckpt = make_tiny_model(root / 'tiny', size='test')
-    return root, ckpt, toy_grounding_items(root / 'videos', n=6)
+    return root, ckpt, toy_grounding_items(root / 'videos', n=6), toy_reward
 
 
-def _args(root, name, **kw):
+def _args(root, name, reward, **kw):
     base = dict(output_dir=str(root / name), report_to='none', per_device_train_batch_size=4, num_generations=2,
                 max_completion_length=8, learning_rate=3e-4, logging_steps=1, save_strategy='epoch', beta=0.0,
                 video_fps=2.0, video_frame_size=[56, 56], video_cache='none', num_train_epochs=2, seed=0,
-                reward_funcs='tiou,format,curriculum_toy_length', log_samples=16)
+                reward_funcs=['tiou', 'format', reward], log_samples=16)
     return TimeR1Config(**{**base, **kw})
 
 
 def _trainer(setup, name, callbacks=(), score_fn=stub_score, **kw):
-    root, ckpt, items = setup
+    root, ckpt, items, toy = setup
     cb = CurriculumCallback(items, drop_iou=0.7, score_fn=score_fn, verbose=False)
-    return CurriculumTrainer(str(ckpt), _args(root, name, **kw), items, curriculum=cb, callbacks=list(callbacks))
+    return CurriculumTrainer(str(ckpt), _args(root, name, toy, **kw), items, curriculum=cb, callbacks=list(callbacks))
 
 
 def _trained_ids(root, name):
@@ -78,7 +70,6 @@ def _trained_ids(root, name):
 
 
 def _kill_and_resume(setup, name, kill_step, **kw):
-    root, _, _ = setup
     killer = KillAfterSave(kill_step)
     with pytest.raises(Kill):
         _trainer(setup, name, callbacks=[killer], **kw).train()
@@ -98,7 +89,7 @@ def reference(setup):
 
 
 def test_filtering_inside_one_run(setup, reference):
-    root, _, _ = setup
+    root = setup[0]
     tr, ids = reference
     st = tr.curriculum.state
     assert tr.state.global_step == 3 + 2
@@ -118,7 +109,7 @@ def test_filtering_inside_one_run(setup, reference):
 
 def test_resume_at_epoch_checkpoint(setup, reference):
     "Killed right after epoch 1's checkpoint; a fresh trainer resumes with the saved pool, weights and step."
-    root, ckpt, _ = setup
+    root, ckpt = setup[:2]
     killer, begin, tr = _kill_and_resume(setup, 'epoch', kill_step=3)
     saved = CurriculumState.load(root / 'epoch' / 'checkpoint-3' / STATE_FILE)
     assert saved.remaining == ['toy2', 'toy3', 'toy4', 'toy5'] and saved.epoch == 1 and saved.epoch_start_step == 3

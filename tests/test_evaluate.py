@@ -1,16 +1,14 @@
 """Evaluation runner: hand-computed metrics on synthetic prediction files (overall and grouped), TVGBench crop
 windows on the real records, every annotation format through `load_dataset`, and the tiny model end to end
 (missing videos, exclusion, resume after interruption, config mismatch)."""
-import json, math, warnings
+import json, warnings
 
-import pandas as pd
 import pytest
 
-from timer1_lib.data import GroundingItem, load_tvgbench
-from timer1_lib.evaluate import (EvalConfig, MissingVideosError, RunResult, baseline_run, check_videos,
-                                 compare_runs, comparison_summary, evaluate, evaluate_checkpoint,
-                                 load_dataset, load_external_predictions, read_metrics, results_table,
-                                 write_report)
+from timer1_lib.data import GroundingItem
+from timer1_lib.evaluate import (EvalConfig, MissingVideosError, baseline_run, compare_runs, comparison_summary,
+                                 evaluate, evaluate_checkpoint, load_dataset, load_external_predictions, read_metrics,
+                                 results_table, write_report)
 
 
 # ---------------------------------------------------------------- hand-computed metrics on a synthetic file
@@ -82,7 +80,7 @@ def test_table_comparison_and_report(ext_file, tmp_path):
     cmp = compare_runs([run, full], threshold=0.3)
     assert list(cmp['outcome']) == ['both', 'both', 'both', 'neither', 'only other', 'only other']
     assert comparison_summary(cmp).loc['toy'].to_dict() == {'both': 3, 'neither': 1, 'only other': 2}
-    files = write_report([run, full], tmp_path / 'rep')
+    write_report([run, full], tmp_path / 'rep')
     for f in ('results.csv', 'results.md', 'per_type.csv', 'per_type.md', 'per_type.png', 'iou_hist.png',
               'comparison.csv', 'metrics.json'):
         assert (tmp_path / 'rep' / f).is_file(), f

@@ -8,17 +8,9 @@ import torch
 from timer1_lib.data import GroundingItem
 from timer1_lib.grpo import TimeR1Config, TimeR1Trainer, grounding_dataset, toy_grounding_items
 from timer1_lib.model import make_tiny_model, vision_token_ids
-from timer1_lib.rewards import REWARDS, completion_text, register_reward
-
-if 'toy_length' not in REWARDS:
-    @register_reward('toy_length', 0.0, float('inf'))
-    def toy_length_reward(completions, **kw):
-        "Completion length / 100: gives a random model's groups reward variance (it never earns tiou/format)."
-        return [len(completion_text(c)) / 100 for c in completions]
-
 
 @pytest.fixture(scope='module')
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, toy_reward):
     torch.set_num_threads(2)
     root = tmp_path_factory.mktemp('grpo')
     ckpt = make_tiny_model(root / 'tiny', size='test')
@@ -26,14 +18,14 @@ def setup(tmp_path_factory):
     # a clipped item: source seconds 1..5 of a 6 s video, ground truth relative to the clip start
     items.append(GroundingItem(id='clipped', video=items[2].video, duration=4.0, query='the red ball moves',
                                segment=(0.5, 2.0), clip=(1.0, 5.0)))
-    return root, ckpt, items
+    return root, ckpt, items, toy_reward
 
 
-def _args(root, name, **kw):
+def _args(root, name, reward, **kw):
     base = dict(output_dir=str(root / name), report_to='none', per_device_train_batch_size=4, num_generations=2,
                 max_completion_length=16, learning_rate=3e-4, logging_steps=1, save_strategy='no',
                 gradient_checkpointing=False, video_fps=2.0, video_frame_size=[56, 56], video_cache='none',
-                reward_funcs='tiou,format,toy_length', seed=0)
+                reward_funcs=['tiou', 'format', reward], seed=0)
     return TimeR1Config(**{**base, **kw})
 
 
@@ -51,8 +43,8 @@ def _jsonl(path):
 
 def test_kl_dapo_grad_accum_checkpointing(setup):
     "beta > 0 (reference model), token-level loss, G=4, 2 micro-steps per generation, gradient checkpointing on."
-    root, ckpt, items = setup
-    args = _args(root, 'kl', beta=0.04, loss_type='dapo', num_generations=4, gradient_accumulation_steps=2,
+    root, ckpt, items, toy = setup
+    args = _args(root, 'kl', toy, beta=0.04, loss_type='dapo', num_generations=4, gradient_accumulation_steps=2,
                  gradient_checkpointing=True, max_steps=2, log_samples=4)
     tr = TimeR1Trainer(str(ckpt), args, train_dataset=grounding_dataset(items))
     assert tr.ref_model is not None and args.steps_per_generation == 2
@@ -71,7 +63,7 @@ def test_kl_dapo_grad_accum_checkpointing(setup):
     assert 0 < len(c) <= 2 * 4 and all(len({r['id'] for r in c if r['group'] == g and r['step'] == s}) == 1
                                       for s in (1, 2) for g in {r['group'] for r in c})
     cfg = json.loads((root / 'kl' / 'run_config.json').read_text())
-    assert cfg['reward_func_names'] == ['tiou', 'format', 'toy_length'] and cfg['beta'] == 0.04
+    assert cfg['reward_func_names'] == ['tiou', 'format', 'toy_length_reward'] and cfg['beta'] == 0.04
     vis = set(vision_token_ids(tr.processing_class))
     for b in tr._buffered_inputs:
         ids = b['completion_ids'][b['completion_mask'].bool()]
@@ -80,8 +72,8 @@ def test_kl_dapo_grad_accum_checkpointing(setup):
 
 def test_unfrozen_vit_learns_and_eval(setup):
     "With the ViT trainable its weights move: the policy-loss forward carries the video, with gradient. Eval runs too."
-    root, ckpt, items = setup
-    args = _args(root, 'vit', beta=0.0, loss_type='grpo', freeze_vision=False, max_steps=1,
+    root, ckpt, items, toy = setup
+    args = _args(root, 'vit', toy, beta=0.0, loss_type='grpo', freeze_vision=False, max_steps=1,
                  per_device_eval_batch_size=4, eval_strategy='no')
     tr = TimeR1Trainer(str(ckpt), args, train_dataset=grounding_dataset(items), eval_dataset=grounding_dataset(items[:2]))
     clipped = next(r for r in tr.train_dataset if r['id'] == 'clipped')
@@ -99,8 +91,8 @@ def test_unfrozen_vit_learns_and_eval(setup):
 
 def test_vision_tokens_are_never_sampled(setup):
     "A model that wants to emit <|video_pad|> still trains (the token is suppressed); unsuppressed, it fails clearly."
-    root, ckpt, items = setup
-    tr = TimeR1Trainer(str(ckpt), _args(root, 'sup', beta=0.0, max_steps=1), train_dataset=grounding_dataset(items))
+    root, ckpt, items, toy = setup
+    tr = TimeR1Trainer(str(ckpt), _args(root, 'sup', toy, beta=0.0, max_steps=1), train_dataset=grounding_dataset(items))
     vid = tr.processing_class.tokenizer.convert_tokens_to_ids('<|video_pad|>')
 
     def push(module, inputs, out):   # make <|video_pad|> the most likely next token at every sampling step

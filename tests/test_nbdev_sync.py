@@ -1,5 +1,5 @@
 """The committed library must equal `nbdev_export` of the committed notebooks, and the notebooks must be clean."""
-import filecmp, shutil, subprocess, sys
+import shutil, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,11 +1,9 @@
 """SynthTVG: determinism across processes (hash randomisation) and ground truth re-derived from decoded pixels."""
 import json, os, subprocess, sys
-from pathlib import Path
 
 import pytest
 
-from timer1_lib.synth import (QTYPES, SynthConfig, SynthSplits, answer_intervals, detect_facts, generate, plan,
-                              read_frames)
+from timer1_lib.synth import (QTYPES, SynthConfig, SynthSplits, answer_intervals, detect_facts, generate, read_frames)
 
 _PLAN = ("from timer1_lib.synth import SynthConfig, plan; import json; "
          "print(json.dumps([[q['sentence'], list(q['frames'])] for p in plan(SynthConfig.tiny(n_videos=25)) for q in p.queries]))")

@@ -1,12 +1,11 @@
 "Tests of the exported timer1_lib.video module (the notebook nbs/03_video.ipynb holds the full test-suite)."
 import os, time
-import numpy as np
 import pytest
 import torch
 
 from timer1_lib.video import (ClipWindowError, FrameCache, VideoDecodeError, VideoNotFoundError, VideoSamplingConfig,
                               decode_video, load_video, processor_video_kwargs, synthetic_frame_index, write_synthetic_video)
-from timer1_lib.video import _asset
+from timer1_lib.data import asset_path
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +23,7 @@ def test_clip_window_frames_and_timestamps(v20, backend):
 
 
 def test_ohofg_decoders_agree():
-    a, b = decode_video(_asset("OHOFG.mp4"), backend="decord"), decode_video(_asset("OHOFG.mp4"), backend="pyav")
+    a, b = decode_video(asset_path("OHOFG.mp4"), backend="decord"), decode_video(asset_path("OHOFG.mp4"), backend="pyav")
     assert (a.nframes, a.size) == (70, (196, 364))
     assert a.timestamps == b.timestamps and a.frames_indices == b.frames_indices
     assert (a.frames.float() - b.frames.float()).abs().mean() < 3

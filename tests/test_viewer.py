@@ -8,8 +8,8 @@ from plotly.callbacks import InputDeviceState, Points
 
 from timer1_lib.data import ASSETS
 from timer1_lib.video import FrameCache, synthetic_frame_index, write_synthetic_video
-from timer1_lib.viewer import (CaseBrowser, Case, Scrubber, browse, load_examples, make_cases, open_runs,
-                               score_prediction, time_mentions, _PLAYHEAD, _MENTIONS)
+from timer1_lib.viewer import (MENTIONS_TRACE, PLAYHEAD_TRACE, Case, CaseBrowser, Scrubber, browse, load_examples, make_cases,
+                               score_prediction, time_mentions)
 
 
 @pytest.fixture(scope='module')
@@ -43,7 +43,7 @@ def test_slider_changes_image_bytes_and_playhead(v12, cache):
         sc.slider.value = t
         assert sc.image.value != before
         assert frame_number(sc.image.value) == want, t
-        assert sc.playhead == t and tuple(sc.timeline.data[_PLAYHEAD].x) == (t, t)
+        assert sc.playhead == t and tuple(sc.timeline.data[PLAYHEAD_TRACE].x) == (t, t)
         seen.append(sc.image.value)
     assert len(set(seen)) == 4
     assert 'frame 3/48' in sc.frame_label.value
@@ -70,7 +70,7 @@ def test_timeline_tracks_segments_and_thinking_marks(v12, cache):
     assert list(fig.layout.yaxis.ticktext) == ['ground truth', 'run0', 'run0 · thinking', 'run1', 'run2']
     rects = {(s.x0, s.x1) for s in fig.layout.shapes}
     assert {(3.0, 6.0), (8.0, 10.0)} <= rects
-    assert sorted(fig.data[_MENTIONS].x) == [2.0, 4.5]
+    assert sorted(fig.data[MENTIONS_TRACE].x) == [2.0, 4.5]
     assert any('unparsable' in a.text for a in fig.layout.annotations)
     assert fig.layout.xaxis.range == (0, 12.0)
     assert '<mark' in sc.info.value and '0:02' in sc.info.value

@@ -20,9 +20,10 @@ import torch
 from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
+from .core import append_jsonl, jsonable, write_json
 from .data import Annotations, AnnotationError, GroundingItem, load_annotations, resolve_video, write_timerft
 from .grpo import mm_token_type_ids
-from .model import build_prompt, load_model, load_processor, model_for_training, vision_token_ids
+from .model import build_prompt, model_for_training, vision_token_ids
 from .rewards import REWARDS, parse_answer
 from .video import VideoArgs, VideoSamplingConfig, load_video, processor_video_kwargs
 
@@ -30,7 +31,7 @@ from .video import VideoArgs, VideoSamplingConfig, load_video, processor_video_k
 __all__ = ['DECIMALS', 'EVIDENCE_STYLES', 'CONCLUSION', 'COT_FIELDS', 'fmt_time', 'answer_text', 'evidence_line',
            'select_captions', 'cot_target', 'split_completion', 'check_cot', 'load_cot_examples', 'write_cot_examples',
            'ColdStartConfig', 'cot_rows', 'cot_dataset', 'VideoSFTCollator', 'ColdStartTrainer', 'cot_loss',
-           'cold_start', 'GroundingEvalCallback', 'sft_learning_curve']
+           'cold_start', 'GroundingEvalCallback']
 
 # %% ../nbs/13_coldstart.ipynb #b1054e5f
 DECIMALS = 2   # THINK_TEMPLATE asks for "seconds, precise to two decimal places"
@@ -99,6 +100,7 @@ def _check_captions(captions, where: str) -> list[dict]:
         out.append({'start': a, 'end': b, 'caption': t})
     return out
 
+# %% ../nbs/13_coldstart.ipynb #b2c463f1
 def select_captions(item: GroundingItem, captions: list[dict] | None = None, max_evidence: int = 4,
                     tol: float = 1e-3) -> list[dict]:
     "The dense captions that support `item`'s answer, in time order (at most `max_evidence`)."
@@ -178,6 +180,7 @@ def check_cot(cot: Any, item: GroundingItem, tol: float = 0.1) -> tuple[str | No
             break
     return reasoning, problems
 
+# %% ../nbs/13_coldstart.ipynb #a301ba89
 def _read_json(path: Path):
     try: return json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -210,6 +213,7 @@ def load_cot_examples(path, tol: float = 0.1) -> Annotations:
         it.meta['cot'] = reasoning
     return items
 
+# %% ../nbs/13_coldstart.ipynb #67000a6e
 def write_cot_examples(items: Iterable[GroundingItem], path, **cot_kw) -> Path:
     "Write `items` as a CoT file: their TimeRFT records plus `cot` = the reasoning of `cot_target(item, **cot_kw)`."
     out = []
@@ -404,13 +408,6 @@ def cot_loss(model, processor, items, config: ColdStartConfig | None = None, bat
     return tot / n
 
 # %% ../nbs/13_coldstart.ipynb #a873bff3
-def _jsonable(x):
-    if isinstance(x, float): return x if math.isfinite(x) else None
-    if isinstance(x, (list, tuple)): return [_jsonable(v) for v in x]
-    if isinstance(x, dict): return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (str, int, bool)) or x is None: return x
-    return str(x)
-
 def cold_start(model, processor, items, config: ColdStartConfig, out_dir, eval_items=None, callbacks=None):
     "Short SFT of `model` on the CoT targets of `items`; saves model + processor to `out_dir`; returns the model."
     import timer1_lib, transformers, trl
@@ -435,7 +432,7 @@ def cold_start(model, processor, items, config: ColdStartConfig, out_dir, eval_i
                    log_history=tr.state.log_history, config=args.to_dict(),
                    versions=dict(timer1=timer1_lib.__version__, transformers=transformers.__version__, trl=trl.__version__,
                                  torch=torch.__version__))
-    (out / 'cold_start.json').write_text(json.dumps(_jsonable(summary), indent=1) + '\n')
+    write_json(out / 'cold_start.json', jsonable(summary))
     return model
 
 # %% ../nbs/13_coldstart.ipynb #7182640a
@@ -468,9 +465,7 @@ class GroundingEvalCallback(TrainerCallback):
         finally: model.train(was)
         row['seconds'] = time.perf_counter() - t0
         self.history.append(row); self._done.add(int(step))
-        if self.out_path is not None:
-            p = Path(self.out_path); p.parent.mkdir(parents=True, exist_ok=True)
-            with open(p, 'a') as f: f.write(json.dumps(_jsonable(row)) + '\n')
+        if self.out_path is not None: append_jsonl(self.out_path, row)
         return row
 
     def on_train_begin(self, args, state, control, model=None, **kw):
@@ -481,89 +476,3 @@ class GroundingEvalCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, **kw):
         if state.is_world_process_zero and state.global_step not in self._done: self.evaluate(model, state.global_step)
-
-# %% ../nbs/13_coldstart.ipynb #cc6af0a9
-def sft_learning_curve(out_dir='artifacts/bench', name: str = 'coldstart_sft', size: str = 'learn', n_videos: int = 250,
-                       max_steps: int = 480, eval_every: int = 40, n_eval: int = 32, batch_size: int = 8,
-                       learning_rate: float = 1e-3, threads: int | None = 1, seed: int = 0, max_new_tokens: int = 200,
-                       work_dir=None, **config_kw) -> dict:
-    "Measure how fast cold-start SFT of a tiny Qwen2.5-VL learns SynthTVG tiny: steps/s, loss curve, format and IoU curves."
-    import datetime, platform, tempfile
-    import timer1_lib, transformers, trl
-    from timer1_lib.model import make_tiny_model
-    from timer1_lib.synth import SynthConfig, generate
-    if threads: torch.set_num_threads(threads)
-    scratch = None if work_dir else tempfile.TemporaryDirectory(prefix='timer1_sft_')  # removed with the object, on return
-    work = Path(work_dir or scratch.name)
-    t0 = time.perf_counter()
-    synth = generate(SynthConfig.tiny(n_videos=n_videos, seed=seed), work / 'synth', workers=2)
-    train, test = list(synth.items('train')), list(synth.items('test'))
-    t_data = time.perf_counter() - t0
-    ckpt = make_tiny_model(work / 'model', size=size, seed=seed)
-    proc, model = load_processor(ckpt), load_model(ckpt)
-    cfg = ColdStartConfig(output_dir=str(work / 'trainer'), report_to='none', video_frame_size=[56, 56],
-                          per_device_train_batch_size=batch_size, learning_rate=learning_rate, max_steps=max_steps,
-                          logging_steps=max(1, eval_every // 4), save_strategy='no', gradient_checkpointing=False,
-                          seed=seed, disable_tqdm=True, **config_kw)
-    ev = GroundingEvalCallback(proc, {'train': train[:n_eval], 'test': test[:n_eval]}, every=eval_every, think=cfg.think,
-                               video_config=cfg.video_sampling(), max_new_tokens=max_new_tokens, batch_size=16, cache=True)
-    from timer1_lib.metrics import grounding_metrics
-    rs = sum(it.segment[0] / it.duration for it in train) / len(train)      # answer-free baselines, for scale
-    re_ = sum(it.segment[1] / it.duration for it in train) / len(train)
-    base = {name: {'whole_video': grounding_metrics([(0.0, it.duration) for it in its], [it.segment for it in its]),
-                   'mean_train_segment': grounding_metrics([(rs * it.duration, re_ * it.duration) for it in its],
-                                                           [it.segment for it in its])}
-            for name, its in ev.sets.items()}
-    load0 = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
-    t0 = time.perf_counter()
-    model = cold_start(model, proc, train, cfg, work / 'sft', callbacks=[ev])
-    wall = time.perf_counter() - t0
-    summ = json.loads((work / 'sft' / 'cold_start.json').read_text())
-    eval_s = sum(r['seconds'] for r in ev.history)
-    tgt = [len(proc.tokenizer(cot_target(it, think=cfg.think, style=cfg.evidence_style, max_evidence=cfg.max_evidence))['input_ids'])
-           for it in train]
-    res = dict(
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-        machine=dict(processor=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
-                     cpus_usable=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
-                     torch_threads=torch.get_num_threads(), loadavg_1min_start=None if load0 is None else round(load0, 2),
-                     loadavg_1min_end=round(os.getloadavg()[0], 2) if hasattr(os, 'getloadavg') else None,
-                     device=str(model.device)),
-        versions=dict(timer1=timer1_lib.__version__, torch=torch.__version__, transformers=transformers.__version__, trl=trl.__version__),
-        model=dict(size=size, params=sum(p.numel() for p in model.parameters())),
-        data=dict(n_videos=n_videos, n_train=len(train), n_test=len(test), n_eval=n_eval, seconds=t_data,
-                  target_tokens_mean=sum(tgt) / len(tgt), target_tokens_max=max(tgt)),
-        config=dict(batch_size=batch_size, learning_rate=learning_rate, max_steps=max_steps, lr_scheduler=str(getattr(cfg.lr_scheduler_type, 'value', cfg.lr_scheduler_type)),
-                    think=cfg.think, evidence_style=cfg.evidence_style, max_evidence=cfg.max_evidence, **config_kw),
-        steps=summ['steps'], epochs=summ['epochs'], wall_s=wall, eval_s=eval_s,
-        train_steps_per_s=summ['steps'] / max(wall - eval_s, 1e-9), samples_per_s=summ['steps'] * batch_size / max(wall - eval_s, 1e-9),
-        baselines=base, loss_curve=[dict(step=h['step'], loss=h['loss'], token_acc=h.get('mean_token_accuracy')) for h in summ['log_history'] if 'loss' in h],
-        eval_curve=ev.history)
-    if out_dir is not None:
-        out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-        (out / f'{name}.json').write_text(json.dumps(_jsonable(res), indent=1) + '\n')
-        m = res['machine']
-        lines = [f"# Cold-start SFT learning curve ({res['date']})", "",
-                 f"Tiny Qwen2.5-VL `{size}` ({res['model']['params']:,} params) on SynthTVG tiny ({len(train)} train / "
-                 f"{len(test)} test items, {n_videos} videos), CoT targets of {res['data']['target_tokens_mean']:.0f} tokens on "
-                 f"average; batch {batch_size}, lr {learning_rate:g} ({res['config']['lr_scheduler']}), {summ['steps']} steps "
-                 f"= {summ['epochs']:.1f} epochs. Machine: {m['processor']}, {m['cpus_usable']} usable CPUs, torch threads "
-                 f"{m['torch_threads']}, 1-min load {m['loadavg_1min_start']} -> {m['loadavg_1min_end']} (shared with other jobs).", "",
-                 f"Speed: {res['train_steps_per_s']:.3f} steps/s = {res['samples_per_s']:.2f} samples/s (training only; "
-                 f"{eval_s:.0f} s of {wall:.0f} s were evaluation).", "",
-                 f"Greedy evaluation on {n_eval} train and {n_eval} test items (max {max_new_tokens} new tokens):", "",
-                 "| step | train loss | train format | train mIoU | test format | test parsed | test mIoU | test R1@0.5 |",
-                 "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        losses = {h['step']: h['loss'] for h in res['loss_curve']}
-        for r in ev.history:
-            s = r['step']
-            lo = f"{losses[s]:.3f}" if s in losses else '-'
-            lines.append(f"| {s} | {lo} | {r['train/format']:.2f} | {r['train/mIoU']:.1f} | {r['test/format']:.2f} | "
-                         f"{r['test/parsed']:.2f} | {r['test/mIoU']:.1f} | {r['test/R1@0.5']:.1f} |")
-        b = base['test']
-        lines += ["", f"Answer-free baselines on the same test items: the whole video gives mIoU {b['whole_video']['mIoU']:.1f} "
-                  f"(R1@0.5 {b['whole_video']['R1@0.5']:.1f}); the mean training segment, ({rs:.2f} D, {re_:.2f} D), gives mIoU "
-                  f"{b['mean_train_segment']['mIoU']:.1f} (R1@0.5 {b['mean_train_segment']['R1@0.5']:.1f}).", "",
-                  f"Last test sample: `{ev.history[-1]['test/sample']!r}`", ""]
-        (out / f'{name}.md').write_text('\n'.join(lines))
-    return res

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from transformers import PreTrainedModel, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
+from .core import append_jsonl, atomic_write
 from .data import GroundingItem
 from .grpo import TimeR1Config, TimeR1Trainer, grounding_dataset
 from .rewards import iou as _iou
@@ -146,10 +146,7 @@ class CurriculumState:
 
     def save(self, path) -> Path:
         "Write to `path` atomically."
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + '.tmp')
-        tmp.write_text(self.to_json() + '\n'); os.replace(tmp, path)
-        return path
+        return atomic_write(path, self.to_json() + '\n')
 
     @classmethod
     def load(cls, path) -> CurriculumState:
@@ -209,10 +206,6 @@ class CurriculumSampler(torch.utils.data.Sampler):
         "Ignored: the curriculum's epoch (`state.epoch`) drives the order, not the Trainer's loop index."
 
 # %% ../nbs/10_curriculum.ipynb #2b0c1978
-def _append_jsonl(path: Path, rec: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, 'a') as f: f.write(json.dumps(rec) + '\n')
-
 class CurriculumCallback(TrainerCallback):
     "TimeRFT sample filtering: at each epoch end re-score the remaining items with the current model, drop IoU > `drop_iou`."
     def __init__(self, items: Sequence[GroundingItem], drop_iou: float = 0.7, state: CurriculumState | None = None,
@@ -301,7 +294,7 @@ class CurriculumCallback(TrainerCallback):
         if st.stopped or e >= target: control.should_training_stop = True
         if args.should_save:
             st.save(self.run_dir(args) / STATE_FILE)
-            _append_jsonl(self.run_dir(args) / 'curriculum.jsonl', rec)
+            append_jsonl(self.run_dir(args) / 'curriculum.jsonl', rec)
 
     def on_save(self, args, state, control, **kw):
         if not args.should_save: return

@@ -4,10 +4,12 @@
 
 # %% ../nbs/02_data.ipynb #3138f348
 from __future__ import annotations
-import json, math, os, warnings
-from dataclasses import dataclass, field, asdict
+import json, math, warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Callable, Iterable, Literal
+
+from .core import write_json
 
 # %% auto #0
 __all__ = ['Segment', 'OnError', 'FORMATS', 'ASSETS', 'GroundingItem', 'AnnotationError', 'Issue', 'check_item', 'Annotations',
@@ -205,6 +207,7 @@ def probe_duration(path) -> float:
             return float(s.duration * s.time_base)
     except Exception as e: raise AnnotationError(f'cannot read the duration of {path}: {e}') from e
 
+# %% ../nbs/02_data.ipynb #491c9f02
 def _duration_lookup(durations, video_root) -> Callable[[str], float]:
     def f(vid):
         if durations is not None:
@@ -247,6 +250,7 @@ def _parse_anet(data) -> Iterable:
             except Exception as e: it = e
             yield i, rid, it; i += 1
 
+# %% ../nbs/02_data.ipynb #4138ea20
 def _parse_qvh(text: str) -> Iterable:
     for i, line in enumerate(text.splitlines()):
         if not line.strip(): continue
@@ -318,12 +322,7 @@ def item_to_timerft(it: GroundingItem) -> dict:
 
 def write_timerft(items: Iterable[GroundingItem], path) -> Path:
     "Write `items` as TimeRFT json at `path` (atomically: a failure leaves any existing file intact)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    recs = [item_to_timerft(it) for it in items]
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(recs, indent=1))
-    os.replace(tmp, path)
-    return path
+    return write_json(path, [item_to_timerft(it) for it in items])
 
 # %% ../nbs/02_data.ipynb #03a9d277
 import timer1_lib

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import pandas as pd
 
 import timer1_lib
+from .core import artifacts_dir, resolve_path, write_json
 from .data import (GroundingItem, Annotations, FORMATS, load_annotations, load_timerft, load_tvgbench,
                              find_video, probe_duration)
 from .metrics import DEFAULT_THRESHOLDS, grounding_metrics, grouped_metrics, length_bin, relative_length_bin
@@ -17,30 +18,13 @@ from .rewards import iou, parse_answer, has_format
 
 # %% auto #0
 __all__ = ['BUILTIN_DATASETS', 'DISPLAY_NAMES', 'GROUPINGS', 'GROUPING_TITLES', 'METRICS_SCHEMA', 'BASELINES', 'PROMPTS',
-           'DEVICES', 'DTYPES', 'TABLE_METRICS', 'REPORT_SCHEMA', 'repo_root', 'artifacts_dir', 'resolve_path',
-           'DatasetSpec', 'parse_dataset', 'synth_test_root', 'synth_test_split', 'select', 'load_dataset',
-           'MissingVideosError', 'check_videos', 'released_gt', 'RunResult', 'stored_predictions', 'baseline_run',
-           'load_external_predictions', 'EvalConfig', 'check_checkpoint', 'default_checkpoint', 'checkpoint_name',
-           'video_config_for', 'think_for', 'cpu_threads', 'load_checkpoint', 'evaluate_checkpoint', 'results_table',
-           'grouped_table', 'markdown_table', 'compare_runs', 'comparison_summary', 'plot_grouped', 'plot_iou_hist',
-           'read_metrics', 'write_report', 'Evaluation', 'prepare', 'evaluate']
-
-# %% ../nbs/20_evaluate.ipynb #25f1b0ef
-def repo_root() -> Path | None:
-    "The repository holding the `timer1_lib` that is imported (the folder with `settings.ini`), or None when installed."
-    p = Path(timer1_lib.__file__).resolve().parent.parent
-    return p if (p / 'settings.ini').is_file() else None
-
-def artifacts_dir() -> Path:
-    "`<repo>/artifacts`, or `./artifacts` when timer1 is installed as a package."
-    r = repo_root()
-    return (r if r is not None else Path.cwd()) / 'artifacts'
-
-def resolve_path(p: str | os.PathLike) -> Path:
-    "`p` as an absolute path: as given when absolute or existing from the cwd, else relative to the repo root."
-    p = Path(p).expanduser()
-    if p.is_absolute() or p.exists() or repo_root() is None: return p.absolute()
-    return repo_root() / p
+           'DEVICES', 'DTYPES', 'TABLE_METRICS', 'REPORT_SCHEMA', 'DatasetSpec', 'parse_dataset', 'synth_test_root',
+           'synth_test_split', 'select', 'load_dataset', 'MissingVideosError', 'check_videos', 'released_gt',
+           'RunResult', 'stored_predictions', 'baseline_run', 'load_external_predictions', 'parse_frame_size',
+           'EvalConfig', 'check_checkpoint', 'default_checkpoint', 'checkpoint_name', 'cpu_threads', 'load_checkpoint',
+           'evaluate_checkpoint', 'results_table', 'grouped_table', 'markdown_table', 'compare_runs',
+           'comparison_summary', 'plot_grouped', 'plot_iou_hist', 'read_metrics', 'write_report', 'Evaluation',
+           'prepare', 'evaluate']
 
 # %% ../nbs/20_evaluate.ipynb #be43be73
 BUILTIN_DATASETS = {
@@ -186,6 +170,7 @@ def released_gt(it: GroundingItem) -> tuple[float, float]:
     "The ground truth as released (before a loader clipped it to the duration)."
     return it.orig_segment if it.orig_segment is not None else it.segment
 
+# %% ../nbs/20_evaluate.ipynb #f752e185
 @dataclass
 class RunResult:
     "One system's predictions on one dataset, scored with the Time-R1 protocol."
@@ -309,6 +294,7 @@ def _read_records(path: Path) -> tuple[dict, list[tuple[int, dict]]]:
         out.append((i, r))
     return config, out
 
+# %% ../nbs/20_evaluate.ipynb #0dca7ef0
 def _external_pred(r: dict, where: str):
     "(pred or None, text or None) of one external record."
     for k in _PAIR_KEYS:
@@ -331,6 +317,7 @@ def _external_pred(r: dict, where: str):
     raise ValueError(f"{where}: no prediction field; expected a pair under one of {list(_PAIR_KEYS)} "
                      f"or text under one of {list(_TEXT_KEYS)}")
 
+# %% ../nbs/20_evaluate.ipynb #77a4babd
 def load_external_predictions(path, items: Sequence[GroundingItem], name: str | None = None,
                               dataset: str = 'dataset', *, all_ids: Iterable[str] | None = None,
                               timebase: str = 'clip', thresholds=DEFAULT_THRESHOLDS, warn: bool = True) -> RunResult:
@@ -377,7 +364,8 @@ def _as_list(v) -> list:
     if isinstance(v, str): return [x.strip() for x in v.split(',') if x.strip()]
     return [x for x in v]
 
-def _parse_frame_size(v):
+def parse_frame_size(v):
+    "A frame size setting: 'auto', None ('none'), 'HxW' or [h, w] in multiples of 28 pixels -> 'auto', None or (h, w)."
     if v is None or v == 'auto': return v
     if isinstance(v, str):
         if v.lower() in ('none', ''): return None
@@ -389,6 +377,8 @@ def _parse_frame_size(v):
     if h < 28 or w < 28 or h % 28 or w % 28: raise ValueError(f"frame_size must be multiples of 28 pixels, got {v!r}")
     return (h, w)
 
+_parse_frame_size = parse_frame_size   # old name, still imported by timer1_lib.train: use parse_frame_size
+
 def _parse_external(v) -> dict[str, str]:
     if isinstance(v, Mapping): return {str(k): str(p) for k, p in v.items()}
     out = {}
@@ -398,6 +388,7 @@ def _parse_external(v) -> dict[str, str]:
         out[name.strip()] = p.strip()
     return out
 
+# %% ../nbs/20_evaluate.ipynb #94b90c1d
 @dataclass
 class EvalConfig:
     "Everything an evaluation run depends on (defaults = the embedded tiny model on SynthTVG test, Time-R1 decoding)."
@@ -459,7 +450,7 @@ class EvalConfig:
         if self.do_sample and not self.temperature > 0: raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
         if not 0 < self.top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if not (isinstance(self.video_fps, (int, float)) and self.video_fps > 0): raise ValueError(f"video_fps must be > 0, got {self.video_fps!r}")
-        self.frame_size = _parse_frame_size(self.frame_size)
+        self.frame_size = parse_frame_size(self.frame_size)
         if not (self.device in DEVICES or re.fullmatch(r'cuda:\d+', str(self.device))):
             raise ValueError(f"device must be one of {DEVICES} or 'cuda:<i>', got {self.device!r}")
         if self.dtype not in DTYPES: raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
@@ -499,6 +490,7 @@ class EvalConfig:
     def to_dict(self) -> dict:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
 
+# %% ../nbs/20_evaluate.ipynb #a8a6a9bd
 def check_checkpoint(path) -> Path:
     "The resolved checkpoint directory; FileNotFoundError naming it when it is not a local checkpoint."
     p = resolve_path(path)
@@ -535,27 +527,6 @@ def _device(device: str) -> str:
     if device.startswith('cuda') and not torch.cuda.is_available(): raise ValueError(f"device {device!r}: CUDA is not available")
     return device
 
-def _text_hidden(path: Path) -> int | None:
-    c = json.loads((path / 'config.json').read_text())
-    return (c.get('text_config') or {}).get('hidden_size') or c.get('hidden_size')
-
-def video_config_for(checkpoint, frame_size='auto', fps: float = 2.0):
-    "The `VideoSamplingConfig` for `checkpoint`: Time-R1's pixel budget, or fixed `frame_size` (auto: 56x56 for tiny models)."
-    from timer1_lib.video import VideoSamplingConfig
-    if frame_size == 'auto': frame_size = (56, 56) if _is_tiny(checkpoint) else None
-    return VideoSamplingConfig(fps=fps, size=tuple(frame_size) if frame_size else None)
-
-def _is_tiny(checkpoint) -> bool:
-    h = _text_hidden(Path(checkpoint))
-    return h is not None and h < 512
-
-def think_for(checkpoint, choice='auto') -> bool:
-    "Prompt with `<think>`? True / 'think': yes; False / 'nothink': no; 'auto': no for tiny models (train.ipynb trains them without), else yes."
-    if choice in (True, 'think'): return True
-    if choice in (False, 'nothink'): return False
-    if choice == 'auto': return not _is_tiny(checkpoint)
-    raise ValueError(f"think/prompt must be True, False, 'think', 'nothink' or 'auto', got {choice!r}")
-
 @contextlib.contextmanager
 def cpu_threads(n: int):
     "Run the block with `torch.set_num_threads(n)` (n = 0: unchanged); the previous setting is restored."
@@ -580,17 +551,12 @@ def load_checkpoint(path, device: str = 'auto', dtype: str = 'auto'):
     return model, load_processor(p)
 
 # %% ../nbs/20_evaluate.ipynb #f7ea81cd
-def _write_json(path: Path, obj) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(obj, indent=1, default=str) + '\n'); os.replace(tmp, path)
-    return path
-
 def evaluate_checkpoint(checkpoint, dataset, cfg: EvalConfig | None = None, *, name: str | None = None,
                         items: Sequence[GroundingItem] | None = None, model=None, processor=None,
                         progress: bool = True) -> RunResult:
     "Predict `dataset` with `checkpoint` (resumable JSONL) and score it; writes predictions.jsonl + metrics.json."
     from timer1_lib.infer import predict
+    from timer1_lib.model import is_tiny, think_for, video_config_for
     cfg = cfg or EvalConfig(checkpoints=[str(checkpoint)], datasets=[dataset])
     ckpt = default_checkpoint() if str(checkpoint) == 'tiny' else check_checkpoint(checkpoint)
     name = name or checkpoint_name(ckpt)
@@ -601,7 +567,7 @@ def evaluate_checkpoint(checkpoint, dataset, cfg: EvalConfig | None = None, *, n
     if model is None: model, processor = load_checkpoint(ckpt, cfg.device, cfg.dtype)
     run_dir = out / _slug(name) / _slug(spec.name)
     cache = None if cfg.frame_cache in (None, 'none') else (True if cfg.frame_cache == 'default' else resolve_path(cfg.frame_cache))
-    threads = 0 if model.device.type != 'cpu' else (int(_is_tiny(ckpt)) if cfg.cpu_threads == 'auto' else cfg.cpu_threads)
+    threads = 0 if model.device.type != 'cpu' else (int(is_tiny(ckpt)) if cfg.cpu_threads == 'auto' else cfg.cpu_threads)
     with cpu_threads(threads):
         recs = predict(model, processor, items, out_path=run_dir / 'predictions.jsonl', batch_size=cfg.batch_size,
                        think=think_for(ckpt, cfg.prompt), do_sample=cfg.do_sample, temperature=cfg.temperature,
@@ -613,7 +579,7 @@ def evaluate_checkpoint(checkpoint, dataset, cfg: EvalConfig | None = None, *, n
     res = RunResult(name, spec.name, items, [r['pred'] for r in recs], texts=[r.get('text') for r in recs],
                     kind='model', source=str(ckpt), pred_path=str(run_dir / 'predictions.jsonl'), config=header,
                     records=recs, thresholds=cfg.thresholds)
-    _write_json(run_dir / 'metrics.json', res.to_dict())
+    write_json(run_dir / 'metrics.json', res.to_dict())
     return res
 
 # %% ../nbs/20_evaluate.ipynb #ce9a61aa
@@ -806,7 +772,7 @@ def write_report(runs: Sequence[RunResult], out_dir, config: EvalConfig | dict |
                   timer1_version=timer1_lib.__version__, config=cfg, runs=recs, results=results,
                   included=[{'name': r['name'], 'dataset': r['dataset']} for r in include],
                   files={k: v.name for k, v in files.items()})
-    files['metrics.json'] = _write_json(out / 'metrics.json', report)
+    files['metrics.json'] = write_json(out / 'metrics.json', report)
     return files
 
 # %% ../nbs/20_evaluate.ipynb #6e096720
@@ -824,6 +790,7 @@ class Evaluation:
     def grouped(self, by: str = 'qtype', metrics=('R1@0.5', 'mIoU')) -> pd.DataFrame: return grouped_table(self.runs, by, metrics)
     def comparison(self) -> pd.DataFrame: return compare_runs(self.runs, threshold=self.config.compare_threshold)
 
+# %% ../nbs/20_evaluate.ipynb #dab72461
 def prepare(cfg: EvalConfig) -> dict[str, Annotations]:
     "Load every dataset of `cfg` and check its videos (when checkpoints will run); nothing touches a model."
     out = {}
@@ -836,6 +803,7 @@ def prepare(cfg: EvalConfig) -> dict[str, Annotations]:
         out[spec.name] = ann
     return out
 
+# %% ../nbs/20_evaluate.ipynb #216bf035
 def _external_runs(cfg: EvalConfig, datasets: dict[str, Annotations]) -> list[RunResult]:
     runs = []
     for name, path in cfg.external.items():

@@ -3,7 +3,6 @@
 # %% ../nbs/11_grpo.ipynb #6cd3df73
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -11,17 +10,21 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import torch
+from fastcore.basics import patch
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import get_callable_name
 
+from .core import append_jsonl, jsonable, write_json
 from .data import GroundingItem, resolve_video
 from .model import build_messages, model_for_training, vision_token_ids
 from .rewards import REWARDS, completion_text, get_reward, parse_answer
-from .video import FrameCache, VideoArgs, VideoSamplingConfig, load_video, processor_video_kwargs
+from .video import FrameCache, VideoArgs, load_video, processor_video_kwargs
 
 # %% auto #0
-__all__ = ['LOSS_TYPES', 'reward_names', 'TimeR1Config', 'grounding_rows', 'grounding_dataset', 'toy_grounding_items',
-           'mm_token_type_ids', 'video_model_inputs', 'TimeR1Trainer', 'GroundingLogCallback', 'NonFiniteGradGuard']
+__all__ = ['LOSS_TYPES', 'reward_names', 'reward_label', 'TimeR1Config', 'grounding_rows', 'grounding_dataset',
+           'toy_grounding_items', 'mm_token_type_ids', 'video_model_inputs', 'TimeR1Trainer', 'GroundingLogCallback',
+           'NonFiniteGradGuard']
 
 # %% ../nbs/11_grpo.ipynb #d1291a73
 LOSS_TYPES = {
@@ -32,18 +35,24 @@ LOSS_TYPES = {
 def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
-def reward_names(x: str | Sequence[str]) -> list[str]:
-    "Reward names from `'tiou,format'` or `['tiou', 'format']` (whitespace stripped, empties dropped)."
+def reward_names(x: str | Callable | Sequence[str | Callable]) -> list[str | Callable]:
+    "Rewards from `'tiou,format'` or a list of names and reward callables (names stripped, empties dropped)."
     if isinstance(x, str): x = x.split(',')
-    return [str(n).strip() for n in x if str(n).strip()]
+    elif callable(x): x = [x]
+    return [n if callable(n) else str(n).strip() for n in x if callable(n) or str(n).strip()]
+
+def reward_label(f: str | Callable) -> str:
+    "The name a reward's metrics are logged under: its registered name, or TRL's name of the callable."
+    return f if isinstance(f, str) else get_callable_name(f)
 
 # %% ../nbs/11_grpo.ipynb #ca564de3
 @dataclass
 class TimeR1Config(VideoArgs, GRPOConfig):
     "`trl.GRPOConfig` plus the Time-R1 knobs (rewards by name, frozen ViT, video sampling, JSONL logging)."
     reward_funcs: list[str] = field(default_factory=lambda: ['tiou', 'format'], metadata={"help":
-        "Reward functions by name from `timer1_lib.rewards.REWARDS` (list or comma-separated string). Weights: "
-        "`reward_weights` (default 1.0 each, as Time-R1)."})
+        "Reward functions by name from `timer1_lib.rewards.REWARDS` (list or comma-separated string); from Python also "
+        "TRL-style callables `(completions, **kwargs) -> list[float]` (module-level, so checkpoints can pickle the "
+        "config). Weights: `reward_weights` (default 1.0 each, as Time-R1)."})
     freeze_vision: bool = field(default=True, metadata={"help":
         "Freeze the vision tower (Time-R1 `fix_vit true`); the patch merger stays trainable unless `train_merger=False`."})
     train_merger: bool = field(default=True, metadata={"help": "Keep the ViT->LLM patch merger trainable when `freeze_vision`."})
@@ -60,12 +69,13 @@ class TimeR1Config(VideoArgs, GRPOConfig):
         def bad(name, why): raise ValueError(f"TimeR1Config.{name}={getattr(self, name)!r}: {why}")
         if self.bf16 is None and not self.fp16 and not torch.cuda.is_available():
             self.bf16 = False  # TRL turns bf16 on by default; on a CPU-only box that is slow and not what tests want
-        names = reward_names(self.reward_funcs)
-        if not names: bad('reward_funcs', f"needs at least one reward name; valid names: {', '.join(sorted(REWARDS))}")
-        unknown = [n for n in names if n not in REWARDS]
+        rewards = reward_names(self.reward_funcs)
+        if not rewards: bad('reward_funcs', f"needs at least one reward name; valid names: {', '.join(sorted(REWARDS))}")
+        unknown = [n for n in rewards if isinstance(n, str) and n not in REWARDS]
         if unknown: bad('reward_funcs', f"unknown reward name(s) {unknown}; valid names: {', '.join(sorted(REWARDS))}")
+        names = [reward_label(f) for f in rewards]
         if len(set(names)) != len(names): bad('reward_funcs', "lists a reward twice (their metrics would collide)")
-        self.reward_funcs = names
+        self.reward_funcs = rewards
         if self.reward_weights is not None:
             if len(self.reward_weights) != len(names):
                 bad('reward_weights', f"has {len(self.reward_weights)} weights for {len(names)} rewards {names}")
@@ -214,18 +224,9 @@ class TimeR1Trainer(GRPOTrainer):
         self.add_callback(NonFiniteGradGuard())        # before the logger: it adds `nonfinite_grad_steps` to the log line
         self.add_callback(GroundingLogCallback(self))
 
-# %% ../nbs/11_grpo.ipynb #3d78d19a
-def _method_of(cls):
-    "Decorator: set the function as a method of `cls` (one override per notebook cell)."
-    def deco(f):
-        f.__qualname__ = f"{cls.__name__}.{f.__name__}"
-        setattr(cls, f.__name__, f)
-        return f
-    return deco
-
 # %% ../nbs/11_grpo.ipynb #b3b462b8
-@_method_of(TimeR1Trainer)
-def _load_clips(self, inputs: list[dict]) -> list:
+@patch
+def _load_clips(self: TimeR1Trainer, inputs: list[dict]) -> list:
     "The decoded clip of every row (rows with the same video and clip share one decode)."
     memo, out = {}, []
     for i, row in enumerate(inputs):
@@ -243,8 +244,8 @@ def _load_clips(self, inputs: list[dict]) -> list:
         out.append(memo[key])
     return out
 
-@_method_of(TimeR1Trainer)
-def _generate_and_score_completions(self, inputs):
+@patch
+def _generate_and_score_completions(self: TimeR1Trainer, inputs):
     # Why: TRL builds the batch here and also runs the old-policy / reference forwards in here, so the video tensors
     # must be in scope for the whole call; afterwards they travel with the batch as one dict per row.
     self._pending_clips = self._load_clips(inputs)
@@ -259,8 +260,8 @@ def _generate_and_score_completions(self, inputs):
     return out
 
 # %% ../nbs/11_grpo.ipynb #576c44cc
-@_method_of(TimeR1Trainer)
-def _tokenize_prompts(self, prompts: list):
+@patch
+def _tokenize_prompts(self: TimeR1Trainer, prompts: list):
     # Why: TRL's version would make the processor load the video itself (its own sampling, 24 fps assumed for frames
     # without metadata) and never returns the video tensors in a form the loss forward can slice per row.
     clips = self._pending_clips
@@ -295,8 +296,8 @@ def _tokenize_prompts(self, prompts: list):
     return [ids[j] for j in index], None, fields
 
 # %% ../nbs/11_grpo.ipynb #a194acfd
-@_method_of(TimeR1Trainer)
-def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+@patch
+def _get_per_token_logps_and_entropies(self: TimeR1Trainer, model, input_ids, attention_mask, logits_to_keep,
                                        batch_size=None, **kwargs):
     # Why: TRL only forwards image tensors here; its callers (policy, old policy, reference) know nothing of video.
     rows = self._video_ctx
@@ -313,28 +314,16 @@ def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, l
     if not fwd.finished(): raise RuntimeError("TimeR1Trainer: TRL made fewer forward calls than there are row chunks")
     return out
 
-@_method_of(TimeR1Trainer)
-def _compute_loss(self, model, inputs):
+@patch
+def _compute_loss(self: TimeR1Trainer, model, inputs):
     # Why: TRL's loss calls the log-prob forward with image kwargs only; the batch's per-row video goes in via scope.
     prev, self._video_ctx = self._video_ctx, inputs.get('video_inputs')
     try: return super(TimeR1Trainer, self)._compute_loss(model, inputs)
     finally: self._video_ctx = prev
 
 # %% ../nbs/11_grpo.ipynb #c20385d1
-def _jsonable(x):
-    if isinstance(x, float): return x if math.isfinite(x) else None
-    if isinstance(x, (list, tuple)): return [_jsonable(v) for v in x]
-    if isinstance(x, dict): return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (str, int, bool)) or x is None: return x
-    if torch.is_tensor(x) and x.numel() == 1: return _jsonable(x.item())
-    return str(x)
-
-def _append_jsonl(path: Path, records: Iterable[dict]) -> None:
-    with open(path, 'a') as f:
-        for r in records: f.write(json.dumps(_jsonable(r)) + '\n')
-
-@_method_of(TimeR1Trainer)
-def _record_samples(self, inputs: list[dict]) -> None:
+@patch
+def _record_samples(self: TimeR1Trainer, inputs: list[dict]) -> None:
     "Keep this process's rows of the latest generation batch: completion, parsed segment, rewards, advantage, truth."
     n, world, rank = len(inputs), self.accelerator.num_processes, self.accelerator.process_index
     take = lambda d: list(d)[-n * world:][rank * n:(rank + 1) * n]   # TRL's logs hold the gathered batch (rank-major)
@@ -367,16 +356,18 @@ class GroundingLogCallback(TrainerCallback):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         cfg = {k: v for k, v in args.to_dict().items()}
         cfg['reward_func_names'] = list(self.trainer.reward_func_names)
-        (self.run_dir / 'run_config.json').write_text(json.dumps(_jsonable(cfg), indent=1) + '\n')
+        cfg['reward_funcs'] = [f if isinstance(f, str) else f'{getattr(f, "__module__", None)}.{reward_label(f)}'
+                              for f in args.reward_funcs]   # callables: module.name, not a repr
+        write_json(self.run_dir / 'run_config.json', jsonable(cfg))
 
     def on_log(self, args, state, control, logs=None, **kw):
         if not state.is_world_process_zero or not logs: return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         mode = 'eval' if any(k.startswith('eval_') for k in logs) else 'train'
-        _append_jsonl(self.run_dir / 'metrics.jsonl', [{'step': state.global_step, 'epoch': state.epoch, 'mode': mode, **logs}])
+        append_jsonl(self.run_dir / 'metrics.jsonl', [{'step': state.global_step, 'epoch': state.epoch, 'mode': mode, **logs}])
         n = args.log_samples if self.n_samples is None else self.n_samples
         samples, self.trainer._samples = self.trainer._samples, []
-        if n and samples: _append_jsonl(self.run_dir / 'completions.jsonl', [{**r, 'step': state.global_step} for r in samples[:n]])
+        if n and samples: append_jsonl(self.run_dir / 'completions.jsonl', [{**r, 'step': state.global_step} for r in samples[:n]])
 
 # %% ../nbs/11_grpo.ipynb #f1ea1c15
 class NonFiniteGradGuard(TrainerCallback):

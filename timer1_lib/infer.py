@@ -4,25 +4,23 @@
 
 # %% ../nbs/06_infer.ipynb #1274047e
 from __future__ import annotations
-import dataclasses, json, math, os, time, warnings
+import json, time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 from concurrent.futures import ThreadPoolExecutor
 import torch
 import transformers
 from tqdm import tqdm
 from transformers import GenerationConfig
 import timer1_lib
-from .data import GroundingItem, resolve_video, asset_path, read_prediction_lines
+from .data import GroundingItem, resolve_video, read_prediction_lines
 from .video import VideoSamplingConfig, load_video, processor_video_kwargs
 from .rewards import parse_answer, iou
-from .model import (build_prompt, prompt_variant, vision_token_ids, PROMPT_TEMPLATES, SYSTEM,
-                              normalize_query)
+from .model import build_prompt, prompt_variant, vision_token_ids, PROMPT_TEMPLATES, SYSTEM
 
 # %% auto #0
-__all__ = ['RUN_KEYS', 'PredictionConfigError', 'generation_params', 'run_config', 'read_predictions', 'predict',
-           'gpu_predict_bench']
+__all__ = ['RUN_KEYS', 'PredictionConfigError', 'generation_params', 'run_config', 'read_predictions', 'predict']
 
 # %% ../nbs/06_infer.ipynb #09759444
 class PredictionConfigError(ValueError):
@@ -171,62 +169,3 @@ def predict(model, processor, items: Iterable[GroundingItem], *, out_path=None, 
         if pool: pool.shutdown(wait=True, cancel_futures=True)
         if f is not None: f.close()
     return [done[i] if i in done else new[i] for i in ids]
-
-# %% ../nbs/06_infer.ipynb #357bc011
-def gpu_predict_bench(out_json='artifacts/bench/gpu_predict_3b.json', *, device: str | None = None,
-                      dtype=torch.bfloat16, attn_implementation: str = 'sdpa', max_new_tokens: int = 1024,
-                      video_config: VideoSamplingConfig | None = None, text: dict | None = None,
-                      vision: dict | None = None, think: bool = True, work_dir=None) -> dict:
-    "Time `predict` of a random Qwen2.5-VL-3B-shaped model on OHOFG.mp4; write the measurements to `out_json`."
-    import platform, datetime, tempfile
-    from timer1_lib.model import qwen_3b_config, make_random_model, init_random_model, load_processor
-    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    cuda = str(device).startswith('cuda')
-    video_config = video_config or VideoSamplingConfig()
-    scratch = None if work_dir else tempfile.TemporaryDirectory(prefix='timer1_bench_')  # removed with the object, on return
-    work = Path(work_dir or scratch.name)
-    cfg = qwen_3b_config(text=text, vision=vision)
-    t = {}
-    t0 = time.perf_counter(); ckpt = make_random_model(cfg, work / 'qwen3b-random', save_weights=False)
-    t['make_processor_s'] = time.perf_counter() - t0
-    proc = load_processor(ckpt)
-    if cuda: torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    model = init_random_model(ckpt, dtype=dtype, attn_implementation=attn_implementation, device=device)
-    if cuda: torch.cuda.synchronize()
-    t['init_model_s'] = time.perf_counter() - t0
-    mem_model = torch.cuda.max_memory_allocated() if cuda else None
-    video = asset_path('OHOFG.mp4')
-    item = GroundingItem(id='tvgbench_OHOFG', video=str(video), duration=35.04,
-                         query='person sitting down in a chair.', segment=(1.0, 7.5), source='charades')
-    t0 = time.perf_counter(); clip = load_video(video, config=video_config, cache=False)
-    t['decode_video_s'] = time.perf_counter() - t0
-    runs = []
-    for k in range(2):   # first run includes CUDA/kernel warm-up
-        if cuda: torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        rec = predict(model, proc, [item], batch_size=1, think=think, max_new_tokens=max_new_tokens,
-                      video_config=video_config, cache=work / 'frames', progress=False,
-                      model_path='random:qwen2.5-vl-3b-shaped')[0]
-        if cuda: torch.cuda.synchronize()
-        runs.append(dict(seconds=time.perf_counter() - t0, n_new_tokens=rec['n_new_tokens']))
-    n_params = sum(p.numel() for p in model.parameters())
-    res = dict(
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-        device=torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
-        versions=dict(torch=torch.__version__, transformers=transformers.__version__, timer1=timer1_lib.__version__),
-        model=dict(shape='Qwen2.5-VL-3B' if not (text or vision) else 'Qwen2.5-VL-3B (overridden)', params=n_params,
-                   dtype=str(dtype), attn_implementation=attn_implementation, text_overrides=text, vision_overrides=vision),
-        video=dict(path=video.name, frames=clip.nframes, frame_size=list(clip.size), sampled_fps=clip.fps,
-                   duration=clip.duration, config=asdict(video_config)),
-        prompt_tokens=rec['n_prompt_tokens'], video_tokens=rec['n_video_tokens'], new_tokens=rec['n_new_tokens'],
-        max_new_tokens=max_new_tokens,
-        peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
-        model_memory_gib=mem_model / 2**30 if cuda else None,
-        times=dict(**t, predict_first_s=runs[0]['seconds'], predict_s=runs[1]['seconds'],
-                   tokens_per_s=runs[1]['n_new_tokens'] / runs[1]['seconds']),
-        record=rec)
-    if out_json is not None:
-        p = Path(out_json); p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(res, indent=1) + '\n')
-    return res

@@ -13,7 +13,7 @@ from .rewards import RECALL_THRESHOLDS, iou, parse_answer
 
 # %% auto #0
 __all__ = ['DEFAULT_THRESHOLDS', 'LENGTH_EDGES', 'RELATIVE_EDGES', 'pred_ious', 'grounding_metrics', 'grouped_metrics',
-           'length_bin', 'relative_length_bin']
+           'length_bin', 'relative_length_bin', 'paired_bootstrap']
 
 # %% ../nbs/01_metrics.ipynb #78c80231
 def _gt_pair(g: Any, i: int) -> tuple[float, float]:
@@ -113,3 +113,21 @@ def relative_length_bin(segment: Sequence[float], duration: float, edges: Sequen
     s, e = _gt_pair(segment, 0)
     r = min(max((e - s) / d, 0.0), 1.0)
     return _bin(r, edges, lambda lo, hi: f"{100 * lo:g}-{100 * hi:g}%")
+
+# %% ../nbs/01_metrics.ipynb #204f314a
+def paired_bootstrap(a, b, n_boot: int = 2000, seed=0, ci: float = 0.95) -> dict:
+    "Mean of the paired differences `b - a` and its bootstrap percentile CI; lists of arrays = per-seed strata."
+    import numpy as np
+    strata = isinstance(a, (list, tuple)) and len(a) > 0 and np.ndim(a[0]) >= 1
+    A, B = (list(a), list(b)) if strata else ([a], [b])
+    if len(A) != len(B): raise ValueError(f'{len(A)} vs {len(B)} seeds')
+    d = [np.asarray(y, float) - np.asarray(x, float) for x, y in zip(A, B)]   # raises on a shape mismatch
+    if any(len(x) == 0 for x in d): raise ValueError('no paired items')
+    rng = np.random.default_rng(seed)
+    sums = sum(x[rng.integers(0, len(x), (n_boot, len(x)))].sum(1) for x in d)
+    n = sum(len(x) for x in d)
+    boot = sums / n
+    lo, hi = np.percentile(boot, [50 * (1 - ci), 50 * (1 + ci)], axis=0)
+    mean = sum(x.sum(0) for x in d) / n
+    f = (lambda v: float(v)) if np.ndim(mean) == 0 else (lambda v: [float(x) for x in v])
+    return dict(mean=f(mean), lo=f(lo), hi=f(hi), n=int(n), n_boot=n_boot, ci=ci)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_model.ipynb #bbf13faa
 from __future__ import annotations
-import json, os, random, re
+import json, os, random
 from pathlib import Path
 import torch
 import transformers
@@ -19,7 +19,7 @@ __all__ = ['SYSTEM', 'THINK_TEMPLATE', 'NOTHINK_TEMPLATE', 'PROMPT_TEMPLATES', '
            'build_messages', 'build_prompt', 'vision_token_ids', 'model_class', 'vision_tower', 'param_counts',
            'freeze_vision_tower', 'load_model', 'load_processor', 'model_for_training', 'build_tokenizer',
            'sync_token_ids', 'tiny_config', 'qwen_3b_config', 'make_processor', 'make_tiny_model', 'make_random_model',
-           'init_random_model', 'video_metadata', 'processor_inputs']
+           'init_random_model', 'video_metadata', 'processor_inputs', 'is_tiny', 'think_for', 'video_config_for']
 
 # %% ../nbs/05_model.ipynb #4f88743c
 SYSTEM = "You are a helpful assistant."
@@ -357,3 +357,29 @@ def processor_inputs(processor, prompts: list[str], videos: list, fps: list[floa
         kw.setdefault('cap_pixels_per_frame', False)   # transformers >= 5.2x: keep per-frame sizing, no warning
     return processor(text=list(prompts), videos=list(videos), video_metadata=meta, do_sample_frames=False,
                      padding=True, return_tensors='pt', **kw)
+
+# %% ../nbs/05_model.ipynb #c0f278be
+def _text_hidden(path: Path) -> int | None:
+    "The text model's hidden size from `path/config.json` (Qwen2.5-VL nests it in `text_config`)."
+    c = json.loads((path / 'config.json').read_text())
+    return (c.get('text_config') or {}).get('hidden_size') or c.get('hidden_size')
+
+def is_tiny(checkpoint) -> bool:
+    "Is the local `checkpoint` a tiny test/learn-size model (text hidden size < 512)?"
+    h = _text_hidden(Path(checkpoint))
+    return h is not None and h < 512
+
+# %% ../nbs/05_model.ipynb #b37a54f3
+def think_for(checkpoint, choice='auto') -> bool:
+    "Prompt with `<think>`? True / 'think': yes; False / 'nothink': no; 'auto': no for tiny models, else yes."
+    if choice in (True, 'think'): return True
+    if choice in (False, 'nothink'): return False
+    if choice == 'auto': return not is_tiny(checkpoint)
+    raise ValueError(f"think/prompt must be True, False, 'think', 'nothink' or 'auto', got {choice!r}")
+
+# %% ../nbs/05_model.ipynb #003e74de
+def video_config_for(checkpoint, frame_size='auto', fps: float = 2.0):
+    "The `VideoSamplingConfig` for `checkpoint`: Time-R1's pixel budget, or fixed `frame_size` (auto: 56x56 if tiny)."
+    from timer1_lib.video import VideoSamplingConfig
+    if frame_size == 'auto': frame_size = (56, 56) if is_tiny(checkpoint) else None
+    return VideoSamplingConfig(fps=fps, size=tuple(frame_size) if frame_size else None)

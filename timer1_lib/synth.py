@@ -4,11 +4,13 @@
 
 # %% ../nbs/04_synth.ipynb #181d84bc
 from __future__ import annotations
-import hashlib, json, math, os, shutil, time
+import hashlib, json, math, shutil, time
 from dataclasses import dataclass, field, asdict
 from fractions import Fraction
 from pathlib import Path
 import numpy as np
+
+from .core import atomic_write, write_json
 
 # %% auto #0
 __all__ = ['OBJECT_COLOURS', 'BG_COLOURS', 'SHAPES', 'QTYPES', 'RECOLOUR_PAIRS', 'BG_PAIRS', 'SYNTH_VERSION', 'PRESETS',
@@ -113,11 +115,13 @@ class Facts:
     @property
     def n(self) -> int: return len(self.bg)
 
+# %% ../nbs/04_synth.ipynb #80a3bfe1
 def _runs(m: np.ndarray) -> list[tuple[int, int]]:
     "Maximal runs [s, e) of True in a 1-d bool array."
     d = np.diff(np.concatenate([[0], m.astype(np.int8), [0]]))
     return list(zip(np.nonzero(d == 1)[0].tolist(), np.nonzero(d == -1)[0].tolist()))
 
+# %% ../nbs/04_synth.ipynb #f571fcc5
 _DIRS = ('left', 'right', 'up', 'down')
 
 class _Eval:
@@ -190,6 +194,7 @@ class _Eval:
             return [iv for iv in P if (iv[0] >= a1 if op == 'after' else iv[1] <= a0)]
         return _runs(self.mask(p))
 
+# %% ../nbs/04_synth.ipynb #f4c6d489
 def answer_intervals(program: dict, facts: Facts) -> list[tuple[float, float]]:
     "All answer intervals of `program` on `facts`, in seconds (a valid query has exactly one)."
     return [(s / facts.fps, e / facts.fps) for s, e in _Eval(facts).intervals(program)]
@@ -203,6 +208,7 @@ def _rng_pair(name: str, v, kind=float, lo=0.0, hi=math.inf) -> tuple:
     if not (lo <= a <= b <= hi): raise ValueError(f'{name} must satisfy {lo} <= min <= max <= {hi}, got {v!r}')
     return a, b
 
+# %% ../nbs/04_synth.ipynb #0c95f10e
 @dataclass
 class SynthConfig:
     "Everything that defines a SynthTVG generation (see the presets `SynthConfig.tiny()` / `.tvgbench_like()`)."
@@ -336,7 +342,9 @@ class Scene:
     captions: list           # [{'start', 'end', 'caption'}] sorted by time
     events: list             # structured moves / colour changes (for query candidates)
 
+# %% ../nbs/04_synth.ipynb #39c823e1
 def _plural(shape: str) -> str: return shape + ('es' if shape.endswith('s') else 's')
+
 _NUM = {1: 'one', 2: 'two', 3: 'three', 4: 'four', 5: 'five', 6: 'six', 7: 'seven', 8: 'eight', 9: 'nine'}
 _DIRPH = {'left': 'to the left', 'right': 'to the right', 'up': 'up', 'down': 'down'}
 
@@ -347,6 +355,7 @@ class _Obj:
         self.col = np.full(n, -1); self.ca = np.zeros(n, int); self.cb = np.zeros(n, int); self.ct = np.zeros(n)
         self.x = np.zeros(n, int); self.y = np.zeros(n, int)
 
+# %% ../nbs/04_synth.ipynb #fbcac915
 class _Builder:
     def __init__(self, cfg: SynthConfig, rng: np.random.Generator, n: int):
         self.cfg, self.rng, self.n, self.g, self.Q = cfg, rng, n, cfg.geom, cfg.step
@@ -515,6 +524,7 @@ class _Builder:
         caps = sorted(self.caps, key=lambda c: (c['start'], c['end'], c['caption']))
         return Scene(index, self.t(n), facts, ca, cb, ct, self.bg_a, self.bg_b, self.bg_t, caps, self.events)
 
+# %% ../nbs/04_synth.ipynb #d013f3e2
 def make_scene(cfg: SynthConfig, index: int, attempt: int = 0) -> Scene:
     "The symbolic timeline of video `index` (deterministic in `cfg.seed`, `index`, `attempt`)."
     rng = np.random.default_rng([cfg.seed, index, attempt])
@@ -577,6 +587,7 @@ def _anchor(p: dict, after: bool) -> str:
     if op == 'visible': return f"{_np(p['shape'], p['colour'], True)} {'disappears' if after else 'appears'}"
     raise ValueError(f'no anchor phrase for {p}')
 
+# %% ../nbs/04_synth.ipynb #58249293
 def describe(family: str, p: dict, rng: np.random.Generator) -> str:
     "A natural-language sentence for program `p` of template `family` (phrasing drawn from `rng`)."
     a = p['of'] if p['op'] in ('nth', 'after', 'before') else p['a'] if p['op'] == 'and' else p
@@ -600,58 +611,75 @@ def _V(s, c): return {'op': 'visible', 'shape': s, 'colour': c}
 
 def query_candidates(scene: Scene, max_rel_len: float = 0.9) -> list[dict]:
     "Every valid (single-interval, informative) query program of `scene`: dicts with family, qtype, program, frames."
-    f = scene.facts; ev = _Eval(f); n = f.n
-    pres = ev.present & (f.col >= 0)
-    pairs = sorted({(SHAPES[s], _OBJ[c]) for s, c in zip(f.shape[pres], f.col[pres])})
-    shapes = sorted({s for s, _ in pairs}); colours = sorted({c for _, c in pairs})
-    bgs = [_BG[i] for i in sorted(set(f.bg[f.bg >= 0].tolist()))]
-    bgch = sorted({(_BG[a], _BG[b]) for a, b in zip(ev.bfrom[f.bg < 0], ev.bto[f.bg < 0]) if a >= 0 and b >= 0})
+    facts = scene.facts; evaluator = _Eval(facts); n_frames = facts.n
+    present = evaluator.present & (facts.col >= 0)
+    pairs = sorted({(SHAPES[shape], _OBJ[colour]) for shape, colour in zip(facts.shape[present], facts.col[present])})
+    shapes = sorted({shape for shape, _ in pairs}); colours = sorted({colour for _, colour in pairs})
+    backgrounds = [_BG[i] for i in sorted(set(facts.bg[facts.bg >= 0].tolist()))]
+    changing = facts.bg < 0
+    bg_changes = sorted({(_BG[old], _BG[new]) for old, new in zip(evaluator.bfrom[changing], evaluator.bto[changing])
+                         if old >= 0 and new >= 0})
     moves = sorted({(e['shape'], e['colour'], e['dir']) for e in scene.events if e['kind'] == 'move'})
-    recs = sorted({(e['shape'], e['from'], e['to']) for e in scene.events if e['kind'] == 'recolour'})
-    cands = []
-    def counts(s, c): return sorted(set(ev._obj(s, c).sum(1).tolist()) - {0, 1})
-    for s, c in pairs:
-        cands += [('visible', _V(s, c))] + [('count', {'op': 'count', 'shape': s, 'colour': c, 'n': k}) for k in counts(s, c)]
-        cands += [('while_bg', {'op': 'and', 'a': _V(s, c), 'b': {'op': 'bg', 'colour': b}}) for b in bgs]
-        cands += [('together', {'op': 'and', 'a': _V(s, c), 'b': _V(*q)}) for q in pairs if q > (s, c)]
-    cands += [('visible_shape', _V(s, None)) for s in shapes] + [('visible_colour', _V(None, c)) for c in colours]
-    cands += [('count_shape', {'op': 'count', 'shape': s, 'colour': None, 'n': k}) for s in shapes for k in counts(s, None)]
-    cands += [('count_all', {'op': 'count', 'shape': None, 'colour': None, 'n': k}) for k in counts(None, None)]
-    for s, c, d in moves:
-        cands += [('move_dir', {'op': 'moving', 'shape': s, 'colour': c, 'dir': d})]
-    for s, c in sorted({(s, c) for s, c, _ in moves}):
-        cands += [('move', {'op': 'moving', 'shape': s, 'colour': c, 'dir': None})]
-    for s, a, b in recs:
-        cands += [('recolour', {'op': 'recolour', 'shape': s, 'from': a, 'to': b})]
-    for s, a in sorted({(s, a) for s, a, _ in recs}):
-        cands += [('recolour_any', {'op': 'recolour', 'shape': s, 'from': a, 'to': None})]
-    cands += [('bg', {'op': 'bg', 'colour': b}) for b in bgs]
-    cands += [('bg_change', {'op': 'bg_change', 'from': a, 'to': b}) for a, b in bgch]
-    cands += [('bg_turn', {'op': 'bg_change', 'from': None, 'to': b}) for b in sorted({b for _, b in bgch})]
+    recolours = sorted({(e['shape'], e['from'], e['to']) for e in scene.events if e['kind'] == 'recolour'})
+    moving_objects = sorted({(shape, colour) for shape, colour, _ in moves})
+    candidates = []
+    def counts(shape, colour): return sorted(set(evaluator._obj(shape, colour).sum(1).tolist()) - {0, 1})
+    for shape, colour in pairs:
+        candidates += [('visible', _V(shape, colour))]
+        candidates += [('count', {'op': 'count', 'shape': shape, 'colour': colour, 'n': k})
+                       for k in counts(shape, colour)]
+        candidates += [('while_bg', {'op': 'and', 'a': _V(shape, colour), 'b': {'op': 'bg', 'colour': bg}})
+                       for bg in backgrounds]
+        candidates += [('together', {'op': 'and', 'a': _V(shape, colour), 'b': _V(*other)})
+                       for other in pairs if other > (shape, colour)]
+    candidates += [('visible_shape', _V(shape, None)) for shape in shapes]
+    candidates += [('visible_colour', _V(None, colour)) for colour in colours]
+    candidates += [('count_shape', {'op': 'count', 'shape': shape, 'colour': None, 'n': k})
+                   for shape in shapes for k in counts(shape, None)]
+    candidates += [('count_all', {'op': 'count', 'shape': None, 'colour': None, 'n': k}) for k in counts(None, None)]
+    for shape, colour, direction in moves:
+        candidates += [('move_dir', {'op': 'moving', 'shape': shape, 'colour': colour, 'dir': direction})]
+    for shape, colour in moving_objects:
+        candidates += [('move', {'op': 'moving', 'shape': shape, 'colour': colour, 'dir': None})]
+    for shape, old, new in recolours:
+        candidates += [('recolour', {'op': 'recolour', 'shape': shape, 'from': old, 'to': new})]
+    for shape, old in sorted({(shape, old) for shape, old, _ in recolours}):
+        candidates += [('recolour_any', {'op': 'recolour', 'shape': shape, 'from': old, 'to': None})]
+    candidates += [('bg', {'op': 'bg', 'colour': bg}) for bg in backgrounds]
+    candidates += [('bg_change', {'op': 'bg_change', 'from': old, 'to': new}) for old, new in bg_changes]
+    candidates += [('bg_turn', {'op': 'bg_change', 'from': None, 'to': new})
+                   for new in sorted({new for _, new in bg_changes})]
     # ordinals over atoms with >= 2 intervals
-    for fam, base in ([('nth_visible', _V(s, c)) for s, c in pairs] +
-                      [('nth_move', {'op': 'moving', 'shape': s, 'colour': c, 'dir': None}) for s, c in sorted({(s, c) for s, c, _ in moves})] +
-                      [('nth_bg', {'op': 'bg', 'colour': b}) for b in bgs] +
-                      [('nth_bg_change', {'op': 'bg_change', 'from': None, 'to': None})]):
-        m = len(ev.intervals(base))
-        if m >= 2: cands += [(fam, {'op': 'nth', 'k': k, 'of': base}) for k in list(range(1, m)) + [-1]]
+    ordinal_bases = ([('nth_visible', _V(shape, colour)) for shape, colour in pairs] +
+                     [('nth_move', {'op': 'moving', 'shape': shape, 'colour': colour, 'dir': None})
+                      for shape, colour in moving_objects] +
+                     [('nth_bg', {'op': 'bg', 'colour': bg}) for bg in backgrounds] +
+                     [('nth_bg_change', {'op': 'bg_change', 'from': None, 'to': None})])
+    for family, base in ordinal_bases:
+        n_intervals = len(evaluator.intervals(base))
+        if n_intervals >= 2:
+            candidates += [(family, {'op': 'nth', 'k': k, 'of': base}) for k in list(range(1, n_intervals)) + [-1]]
     # before / after: anchors are atoms with a single interval
-    anchors = ([{'op': 'bg_change', 'from': a, 'to': b} for a, b in bgch] +
-               [{'op': 'moving', 'shape': s, 'colour': c, 'dir': d} for s, c, d in moves] +
-               [{'op': 'recolour', 'shape': s, 'from': a, 'to': b} for s, a, b in recs] + [_V(s, c) for s, c in pairs])
-    anchors = [a for a in anchors if len(ev.intervals(a)) == 1]
-    for s, c in pairs:
-        if len(ev.intervals(_V(s, c))) < 2: continue
-        for a in anchors:
-            if a == _V(s, c): continue
-            cands += [('after', {'op': 'after', 'anchor': a, 'of': _V(s, c)}),
-                      ('before', {'op': 'before', 'anchor': a, 'of': _V(s, c)})]
+    anchors = ([{'op': 'bg_change', 'from': old, 'to': new} for old, new in bg_changes] +
+               [{'op': 'moving', 'shape': shape, 'colour': colour, 'dir': direction}
+                for shape, colour, direction in moves] +
+               [{'op': 'recolour', 'shape': shape, 'from': old, 'to': new} for shape, old, new in recolours] +
+               [_V(shape, colour) for shape, colour in pairs])
+    anchors = [anchor for anchor in anchors if len(evaluator.intervals(anchor)) == 1]
+    for shape, colour in pairs:
+        target = _V(shape, colour)
+        if len(evaluator.intervals(target)) < 2: continue
+        for anchor in anchors:
+            if anchor == target: continue
+            candidates += [('after', {'op': 'after', 'anchor': anchor, 'of': target}),
+                           ('before', {'op': 'before', 'anchor': anchor, 'of': target})]
     out = []
-    for fam, p in cands:
-        ivs = ev.intervals(p)
-        if len(ivs) != 1 or ivs[0][1] - ivs[0][0] > max_rel_len * n: continue
-        if p['op'] == 'and' and (ev.intervals(p['a']) == ivs or ev.intervals(p['b']) == ivs): continue
-        out.append({'family': fam, 'qtype': FAMILIES[fam], 'program': p, 'frames': ivs[0]})
+    for family, program in candidates:
+        intervals = evaluator.intervals(program)
+        if len(intervals) != 1 or intervals[0][1] - intervals[0][0] > max_rel_len * n_frames: continue
+        if program['op'] == 'and' and (evaluator.intervals(program['a']) == intervals
+                                       or evaluator.intervals(program['b']) == intervals): continue
+        out.append({'family': family, 'qtype': FAMILIES[family], 'program': program, 'frames': intervals[0]})
     return out
 
 # %% ../nbs/04_synth.ipynb #800a6d57
@@ -714,17 +742,15 @@ def render(scene: Scene) -> np.ndarray:
 def write_mp4(frames: np.ndarray, path, fps: float, crf: int = 15) -> Path:
     "Encode uint8 RGB `frames` (N, H, W, 3) to an H.264 mp4 at `path` (written atomically)."
     import av
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + '.tmp.mp4')
-    with av.open(str(tmp), 'w') as c:
-        st = c.add_stream('libx264', rate=Fraction(fps).limit_denominator(1000))
-        st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], 'yuv420p'
-        st.options = {'crf': str(crf), 'preset': 'fast'}; st.thread_count = 1
-        for fr in frames:
-            for pkt in st.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(fr), format='rgb24')): c.mux(pkt)
-        for pkt in st.encode(): c.mux(pkt)
-    os.replace(tmp, path)
-    return path
+    def encode(tmp: Path) -> None:
+        with av.open(str(tmp), 'w', format='mp4') as c:     # the temp name does not end in .mp4
+            st = c.add_stream('libx264', rate=Fraction(fps).limit_denominator(1000))
+            st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], 'yuv420p'
+            st.options = {'crf': str(crf), 'preset': 'fast'}; st.thread_count = 1
+            for fr in frames:
+                for pkt in st.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(fr), format='rgb24')): c.mux(pkt)
+            for pkt in st.encode(): c.mux(pkt)
+    return atomic_write(path, encode)
 
 def read_frames(path) -> np.ndarray:
     "All frames of the video at `path` as (N, H, W, 3) uint8 RGB (PyAV)."
@@ -751,6 +777,7 @@ def _nearest(rgb: np.ndarray, pal: np.ndarray, tol: float) -> int:
     d = np.linalg.norm(pal - rgb, axis=1); i = int(d.argmin())
     return i if d[i] <= tol else -1
 
+# %% ../nbs/04_synth.ipynb #ec9fe2ba
 def detect_facts(frames: np.ndarray, geom: Geometry, fps: float, fg_tol: float = 40, obj_tol: float = 30,
                  bg_tol: float = 12) -> Facts:
     "Facts of decoded `frames` (N, H, W, 3) recovered from pixels only (the test oracle)."
@@ -838,6 +865,7 @@ class SynthSplits:
         for it in items: it.video = str(self.root / it.video)
         return items
 
+# %% ../nbs/04_synth.ipynb #9c0b0c06
 def _encode_one(args) -> float:
     scene, path, crf = args
     t = time.perf_counter(); write_mp4(render(scene), path, scene.facts.fps, crf)
@@ -853,6 +881,7 @@ def _records(p: VideoPlan, heldout) -> list:
                                 'program': q['program'], 'heldout': q['qtype'] in heldout})
             for j, q in enumerate(p.queries)]
 
+# %% ../nbs/04_synth.ipynb #0b779007
 def generate(cfg: SynthConfig, out_dir, workers: int = 1, overwrite: bool = False, progress: bool = False) -> SynthSplits:
     "Write the SynthTVG videos and TimeRFT annotations of `cfg` to `out_dir` (reused when already complete)."
     from timer1_lib.data import write_timerft
@@ -894,5 +923,5 @@ def generate(cfg: SynthConfig, out_dir, workers: int = 1, overwrite: bool = Fals
            'videos': [f'videos/{p.video_id}.mp4' for p in plans], 'seconds': round(secs, 2),
            'seconds_plan': round(t_plan, 2), 'videos_per_s': round(len(plans) / secs, 2), 'workers': workers,
            'complete': True}
-    tmp = man_p.with_name('manifest.json.tmp'); tmp.write_text(json.dumps(man, indent=1)); os.replace(tmp, man_p)
+    write_json(man_p, man)
     return SynthSplits(root, cfg, man)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/30_viewer.ipynb #8b22faa4
 from __future__ import annotations
-import bisect, html, io, json, logging, math, os, re
+import bisect, html, io, json, logging, math, re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -14,6 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 import traitlets
 
+from .core import artifacts_dir
 from .data import ASSETS, GroundingItem, asset_path, find_video, read_prediction_lines
 from .rewards import has_format, iou, parse_answer, segment_score
 from .video import VideoClip, VideoDecodeError, VideoNotFoundError, VideoSamplingConfig, load_video
@@ -21,11 +22,11 @@ from .video import VideoClip, VideoDecodeError, VideoNotFoundError, VideoSamplin
 _logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['EXAMPLES', 'OUTCOMES', 'SORTS', 'VIEWER_VIDEO', 'GT_COLOR', 'RUN_COLORS', 'TimeMention', 'time_mentions',
-           'split_output', 'Prediction', 'score_prediction', 'Run', 'load_run', 'Case', 'make_cases', 'load_examples',
-           'open_runs', 'eval_items', 'latest_eval_run', 'filter_cases', 'sort_cases', 'find_case_video', 'FrameSource',
-           'timeline_figure', 'draw_timeline', 'highlight_mentions', 'case_html', 'message_html', 'Scrubber',
-           'CaseBrowser', 'browse']
+__all__ = ['EXAMPLES', 'OUTCOMES', 'SORTS', 'VIEWER_VIDEO', 'GT_COLOR', 'RUN_COLORS', 'CLICK_TRACE', 'MENTIONS_TRACE',
+           'PLAYHEAD_TRACE', 'TimeMention', 'time_mentions', 'split_output', 'Prediction', 'score_prediction', 'Run',
+           'load_run', 'Case', 'make_cases', 'load_examples', 'open_runs', 'eval_items', 'latest_eval_run',
+           'filter_cases', 'sort_cases', 'find_case_video', 'FrameSource', 'timeline_figure', 'draw_timeline',
+           'highlight_mentions', 'case_html', 'message_html', 'Scrubber', 'CaseBrowser', 'browse']
 
 # %% ../nbs/30_viewer.ipynb #3bf18f4e
 _T = r"(?:\d{1,2}:\d{2}(?::\d{2})?(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
@@ -33,7 +34,7 @@ _UNIT = r"(?:\s*(?:seconds?|secs?|s)\b)"
 _END = r"(?!\w|\.\d|:\d)"
 _RANGE_RES = (re.compile(rf"\bbetween\s+(?P<a>{_T}){_UNIT}?\s+and\s+(?P<b>{_T}){_UNIT}?{_END}", re.IGNORECASE),
               re.compile(rf"(?<![\w.:])(?P<a>{_T}){_UNIT}?\s*(?:to|until|till|through|-|–|—|~)\s*(?P<b>{_T}){_UNIT}?{_END}", re.IGNORECASE))
-_POINT_RES = (re.compile(rf"(?<![\w.:])(?P<p>\d{{1,2}}:\d{{2}}(?::\d{{2}})?(?:\.\d+)?)(?!\w|\.\d|:\d)"),
+_POINT_RES = (re.compile(r"(?<![\w.:])(?P<p>\d{1,2}:\d{2}(?::\d{2})?(?:\.\d+)?)(?!\w|\.\d|:\d)"),
               re.compile(rf"(?<![\w.:])(?P<p>\d+(?:\.\d+)?|\.\d+){_UNIT}", re.IGNORECASE),
               re.compile(rf"\b(?:at|around|about|approximately|approx\.?|near|by|after|before|from|until|since)\s+(?:~\s*)?"
                          rf"(?P<p>{_T})(?!\w|\.\d|:\d)", re.IGNORECASE))
@@ -186,6 +187,7 @@ class Case:
         hits = [p.iou >= threshold for p in ps]
         return 'hit' if all(hits) else 'miss' if not any(hits) else 'mixed'
 
+# %% ../nbs/30_viewer.ipynb #48c41ae5
 def _rec_gt(r: dict, where: str):
     for k in ('gt', 'segment', 'timestamp'):
         if r.get(k) is not None:
@@ -229,7 +231,7 @@ EXAMPLES = 'ohofg_example_predictions.jsonl'
 def load_examples(path=None) -> tuple[list[Run], list[GroundingItem]]:
     "The bundled hand-written example runs for the OHOFG case (or those in `path`) and their item."
     path = Path(path) if path is not None else asset_path(EXAMPLES)
-    lines = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if not lines or lines[0].get('type') != 'examples': raise ValueError(f"{path}: first line must be the 'examples' header")
     it = lines[0]['item']
     item = GroundingItem(id=it['id'], video=it['video'], duration=it['duration'], query=it['query'],
@@ -242,11 +244,6 @@ def load_examples(path=None) -> tuple[list[Run], list[GroundingItem]]:
     return list(runs.values()), [item]
 
 # %% ../nbs/30_viewer.ipynb #051365ed
-def _repo_artifacts() -> Path:
-    import timer1_lib
-    root = Path(timer1_lib.__file__).resolve().parent.parent
-    return (root if (root / 'settings.ini').is_file() else Path.cwd()) / 'artifacts'
-
 def _read_json(p: Path) -> dict | None:
     try: return json.loads(p.read_text())
     except Exception: return None
@@ -293,6 +290,7 @@ def open_runs(source) -> list[Run]:
         return [load_run(f, n) for f, n in zip(files, names)]
     return [load_run(p)]
 
+# %% ../nbs/30_viewer.ipynb #d519bf39
 def eval_items(source) -> list[GroundingItem]:
     "The items of the datasets an evaluation report used (empty when it cannot tell or they cannot be loaded; SynthTVG is never generated here)."
     p = Path(source)
@@ -315,9 +313,10 @@ def eval_items(source) -> list[GroundingItem]:
         return []
     return out
 
+# %% ../nbs/30_viewer.ipynb #9b176421
 def latest_eval_run(root=None, checkpoint: str | None = 'tiny') -> Path | None:
     "Folder of the newest evaluation report under `root` (default `artifacts/eval` and `artifacts/runs`) with model predictions."
-    roots = [Path(root)] if root is not None else [_repo_artifacts() / 'eval', _repo_artifacts() / 'runs']
+    roots = [Path(root)] if root is not None else [artifacts_dir() / 'eval', artifacts_dir() / 'runs']
     found = []
     for r in roots:
         if not r.is_dir(): continue
@@ -405,7 +404,7 @@ class FrameSource:
 # %% ../nbs/30_viewer.ipynb #5fe782ec
 GT_COLOR = '#2ca02c'
 RUN_COLORS = ('#1f77b4', '#ff7f0e', '#9467bd', '#d62728', '#8c564b', '#e377c2', '#17becf', '#7f7f7f', '#bcbd22')
-_CLICK, _MENTIONS, _PLAYHEAD = 0, 1, 2
+CLICK_TRACE, MENTIONS_TRACE, PLAYHEAD_TRACE = 0, 1, 2   # indices of the timeline figure's fixed traces
 
 def _tracks(case: Case | None) -> list[tuple[str, str, Any]]:
     "(kind, label, payload) per timeline row."
@@ -435,6 +434,7 @@ def timeline_figure(case: Case | None = None, width: int = 720) -> go.FigureWidg
     if case is not None: draw_timeline(fig, case)
     return fig
 
+# %% ../nbs/30_viewer.ipynb #c5733a06
 def draw_timeline(fig: go.FigureWidget, case: Case | None, t: float = 0.0) -> None:
     "Redraw `fig` for `case` in place (tracks, segments, thinking marks, click grid, playhead at `t`)."
     rows = _tracks(case)
@@ -474,9 +474,9 @@ def draw_timeline(fig: go.FigureWidget, case: Case | None, t: float = 0.0) -> No
     # which plotly's FigureWidget model (before a view exists) stores as a deleted property (x/y lost).
     fig.layout.update(shapes=shapes, annotations=anns, height=60 + 30 * n, xaxis=dict(range=[0, D]),
                       yaxis=dict(tickvals=list(range(n)), ticktext=[_short(r[1]) for r in rows], range=[n - 0.5, -0.5]))
-    fig.data[_CLICK].update(x=xs, y=list(range(n)), z=[[0.0] * ncol for _ in range(n)])
-    fig.data[_MENTIONS].update(x=mx, y=my, text=mtext, marker=dict(color=mcol, opacity=mop))
-    fig.data[_PLAYHEAD].update(x=[t, t], y=[-0.5, n - 0.5])
+    fig.data[CLICK_TRACE].update(x=xs, y=list(range(n)), z=[[0.0] * ncol for _ in range(n)])
+    fig.data[MENTIONS_TRACE].update(x=mx, y=my, text=mtext, marker=dict(color=mcol, opacity=mop))
+    fig.data[PLAYHEAD_TRACE].update(x=[t, t], y=[-0.5, n - 0.5])
 
 # %% ../nbs/30_viewer.ipynb #439a4043
 def _esc(s) -> str: return html.escape(str(s))
@@ -571,7 +571,7 @@ class Scrubber(widgets.VBox):
     @property
     def frame_index(self) -> int | None: return None if self.source is None else self.source.index(self.t)
     @property
-    def playhead(self) -> float: return float(self.timeline.data[_PLAYHEAD].x[0])
+    def playhead(self) -> float: return float(self.timeline.data[PLAYHEAD_TRACE].x[0])
 
     def set_case(self, case: Case | None) -> None:
         "Show `case` (None: empty) in place: frames, slider range, timeline, texts."
@@ -633,7 +633,7 @@ class Scrubber(widgets.VBox):
                                       f'{self.source.timestamps[i]:.2f} s · {self.source.video.fps:.2f} fps sampled</span>')
         else:
             self.frame_label.value = ''
-        ph = self.timeline.data[_PLAYHEAD]
+        ph = self.timeline.data[PLAYHEAD_TRACE]
         if tuple(ph.x) != (t, t): ph.x = [t, t]
 
 # %% ../nbs/30_viewer.ipynb #e4ae4858
@@ -643,6 +643,7 @@ def _warm_cache(path, clip, config, cache) -> None:
     try: load_video(path, clip=clip, config=config, cache=cache)
     except Exception as e: _logger.debug(f"viewer prefetch of {path}: {type(e).__name__}: {e}")   # shown when selected
 
+# %% ../nbs/30_viewer.ipynb #cccab63d
 class CaseBrowser(widgets.VBox):
     "Filter, sort and step through cases of one or more runs; the `Scrubber` below updates in place."
     def __init__(self, cases: Sequence[Case], *, threshold: float = 0.5, sort: str = 'iou', run: str | None = None,
@@ -753,6 +754,7 @@ class CaseBrowser(widgets.VBox):
     def _on_menu(self, change) -> None:
         if not self._updating and change['new'] is not None: self.select(change['new'])
 
+# %% ../nbs/30_viewer.ipynb #c15c3a27
 def browse(source=None, items: Iterable[GroundingItem] | None = None, **kw) -> CaseBrowser:
     "A `CaseBrowser` over prediction files / an evaluation folder (`source`; default: the latest evaluation run)."
     if source is None:
