@@ -12,11 +12,11 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['BENCHMARKS', 'SMOKE_TEXT', 'SMOKE_VISION', 'HELDOUT_SPLIT', 'HELDOUT_TYPE', 'MAIN', 'HELD', 'EVAL_ALL', 'GPU_GRPO',
-           'NOBEFORE', 'SFT_MORE', 'SMOKE_PLAN', 'STUDIES', 'Benchmark', 'command_for', 'current_command', 'benchmark',
-           'bench_dir', 'save_result', 'machine_info', 'build_parser', 'main', 'cache_timings', 'video_cache',
-           'predict_timing', 'gpu_predict', 'sft_curve', 'coldstart_sft', 'synth_speed', 'launch_run', 'run_plan',
-           'collect_run', 'run_study', 'load_runs', 'paired_delta', 'analyze_study', 'grpo_gpu', 'grpo_gpu_results',
-           'grpo_vs_sft', 'grpo_vs_sft_results', 'real_data_fixture']
+           'NOBEFORE', 'SFT_MORE', 'SMOKE_PLAN', 'STUDIES', 'ISA_ENV', 'Benchmark', 'command_for', 'current_command',
+           'benchmark', 'bench_dir', 'save_result', 'machine_info', 'build_parser', 'main', 'cache_timings',
+           'video_cache', 'predict_timing', 'gpu_predict', 'sft_curve', 'coldstart_sft', 'synth_speed', 'launch_run',
+           'run_plan', 'collect_run', 'run_study', 'load_runs', 'paired_delta', 'analyze_study', 'grpo_gpu',
+           'grpo_gpu_results', 'grpo_vs_sft', 'grpo_vs_sft_results', 'cpu_isa', 'entry_points', 'real_data_fixture']
 
 # %% ../nbs/90_bench.ipynb #ed78d04c
 from .core import artifacts_dir, jsonable, repo_root, resolve_path, write_json
@@ -171,12 +171,12 @@ def _timed(fn, repeats: int):
 # %% ../nbs/90_bench.ipynb #5166dba7
 def cache_timings(path, config, repeats: int = 5, backends=('decord', 'pyav')) -> dict:
     "Times (median/min/mean) of cold decodes per backend, decode-only, first cached load, disk and memory hits of `path`."
-    from timer1_lib.video import FrameCache, _DECODERS, decode_video, load_video
+    from timer1_lib.video import FrameCache, DECODERS, decode_video, load_video
     tm = {}
     for be in backends:
         decode_video(path, config=config, backend=be)   # warm-up: imports, OS page cache
         ts, clip = _timed(lambda: decode_video(path, config=config, backend=be), repeats); tm[f'cold_{be}'] = _stats(ts)
-        ts, _ = _timed(lambda: _DECODERS[be](path, None, config), repeats); tm[f'decode_only_{be}'] = _stats(ts)
+        ts, _ = _timed(lambda: DECODERS[be](path, None, config), repeats); tm[f'decode_only_{be}'] = _stats(ts)
     with tempfile.TemporaryDirectory() as d:
         ts = []
         for i in range(repeats):   # first load into an empty cache: decode + atomic write
@@ -215,9 +215,9 @@ def _video_cache_md(res: dict) -> str:
 def video_cache(video: str = '', repeats: int = 5, backends: tuple = ('decord', 'pyav'), total_pixels: int = 0,
                 out_dir: str | None = None) -> dict:
     "Video decoding: cold decode per backend vs frame-cache disk / memory hits (Time-R1 sampling config)."
-    import torch
-    from timer1_lib.video import VideoSamplingConfig, _asset
-    path = Path(video) if video else _asset('OHOFG.mp4')
+    from timer1_lib.video import VideoSamplingConfig
+    from timer1_lib.data import asset_path
+    path = Path(video) if video else asset_path('OHOFG.mp4')
     config = VideoSamplingConfig(**({'total_pixels': total_pixels, 'min_pixels': min(total_pixels, 4 * 28 * 28)}
                                     if total_pixels else {}))
     res = dict(machine=machine_info(), video=path.name, config=dataclasses.asdict(config), repeats=repeats)
@@ -478,7 +478,7 @@ def run_plan(plan: dict, scratch: Path, logs: Path, deadline: float, ngpu: int =
     return {n: p.returncode for n, p in procs.items()}
 
 # %% ../nbs/90_bench.ipynb #bf11b542
-def _jsonl(f: Path) -> list[dict]: return [json.loads(l) for l in f.read_text().splitlines() if l.strip()] if f.is_file() else []
+def _jsonl(f: Path) -> list[dict]: return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
 
 _LOG_KEYS = ('step', 'epoch', 'reward', 'kl', 'completions/mean_length', 'step_time', 'frac_reward_zero_std')
 
@@ -493,8 +493,8 @@ def collect_run(d: Path) -> dict:
     return r
 
 def _log_tail(f: Path, n: int = 60) -> str:
-    lines = [l for l in f.read_text(errors='replace').splitlines() if l.strip() and '%|' not in l
-             and not l.startswith(('Executing Cell', 'Ending Cell')) and 'Warning' not in l and 'warnings.warn' not in l]
+    lines = [line for line in f.read_text(errors='replace').splitlines() if line.strip() and '%|' not in line
+             and not line.startswith(('Executing Cell', 'Ending Cell')) and 'Warning' not in line and 'warnings.warn' not in line]
     return '\n'.join(lines[-n:])
 
 # %% ../nbs/90_bench.ipynb #945877b9
@@ -677,6 +677,58 @@ def grpo_vs_sft(plan: str = 'sweep2', budget_s: float = 560.0, scratch: str = ''
 def grpo_vs_sft_results(runs_dir: str = '', out_dir: str | None = None) -> str:
     "Paired analysis of the grpo_vs_sft runs (sweep1, sweep2; bootstrap 95% CIs) -> results.md."
     return _write_analysis('grpo_vs_sft', runs_dir, out_dir)
+
+# %% ../nbs/90_bench.ipynb #77f92e41
+ISA_ENV = {'avx2': dict(ATEN_CPU_CAPABILITY='avx2', MKL_CBWR='AVX2', ONEDNN_MAX_CPU_ISA='AVX2'),
+           'avx512': dict(ATEN_CPU_CAPABILITY='avx512', MKL_CBWR='AVX512', ONEDNN_MAX_CPU_ISA='AVX512_CORE'),
+           'default': dict(ATEN_CPU_CAPABILITY='default', MKL_CBWR='COMPATIBLE', ONEDNN_MAX_CPU_ISA='SSE41')}
+
+def _train_cli(out: Path, flags: dict, env: dict | None = None) -> dict:
+    "Run `python -m timer1_lib.train` with `flags` into `out`; its metrics.json (CalledProcessError with the log tail on failure)."
+    args = [sys.executable, '-m', 'timer1_lib.train', '--out_dir', str(out)] + [x for k, v in flags.items() for x in (f'--{k}', str(v))]
+    r = subprocess.run(args, capture_output=True, text=True, cwd=repo_root() or None, env={**os.environ, **(env or {})})
+    if r.returncode: raise subprocess.CalledProcessError(r.returncode, args, r.stdout[-3000:], r.stderr[-3000:])
+    return json.loads((out / 'metrics.json').read_text())
+
+def _phase_numbers(m: dict) -> dict:
+    "The evaluation numbers of a run record (timings dropped), for exact comparison."
+    return {ph: {k: v for k, v in d.items() if k != 'seconds'} for ph, d in m['metrics'].items()}
+
+# %% ../nbs/90_bench.ipynb #d32b36ea
+@benchmark('cpu_isa')
+def cpu_isa(isas: tuple = ('avx2', 'default', 'avx2'), cold_start_steps: int = 100, eval_limit: int = 40, seed: int = 0,
+            out_dir: str | None = None) -> dict:
+    "Same seed, same machine, one CPU kernel set per run (ISA_ENV): a short SFT-only training; equal numbers per set?"
+    flags = dict(grpo=False, cold_start_steps=cold_start_steps, eval_limit=eval_limit, eval_before=False, seed=seed)
+    res = dict(machine=machine_info(), flags=flags, runs=[])
+    with tempfile.TemporaryDirectory(prefix='timer1_cpu_isa_') as d:
+        for i, isa in enumerate(isas):
+            m = _train_cli(Path(d) / f'{i}-{isa}', flags, ISA_ENV[isa])
+            res['runs'].append(dict(isa=isa, metrics=_phase_numbers(m), cold_start_loss=json.loads(
+                (Path(d) / f'{i}-{isa}' / 'coldstart' / 'cold_start.json').read_text())['train_loss']))
+    by = {}
+    for r in res['runs']: by.setdefault(r['isa'], []).append((r['metrics'], r['cold_start_loss']))
+    res['same_isa_equal'] = {k: all(x == v[0] for x in v) for k, v in by.items() if len(v) > 1}
+    res['isas_differ'] = len({json.dumps(v[0], sort_keys=True) for v in by.values()}) > 1
+    save_result(bench_dir('reproducibility', out_dir), 'cpu_isa', res)
+    return res
+
+# %% ../nbs/90_bench.ipynb #771e78fc
+@benchmark('entry_points')
+def entry_points(preset: str = 'cpu', seed: int = 0, out_dir: str | None = None) -> dict:
+    "`python -m timer1_lib.train --preset P --seed S` and `papermill nbs/train.ipynb -p preset P -p seed S`: same metrics?"
+    root = repo_root() or Path.cwd()
+    res = dict(machine=machine_info(), preset=preset, seed=seed)
+    with tempfile.TemporaryDirectory(prefix='timer1_entry_points_') as d:
+        t0 = time.perf_counter(); cli = _train_cli(Path(d) / 'cli', dict(preset=preset, seed=seed)); t_cli = time.perf_counter() - t0
+        args = [sys.executable, '-m', 'papermill', str(root / 'nbs' / 'train.ipynb'), str(Path(d) / 'train.ipynb'), '--cwd',
+                str(root / 'nbs'), '-p', 'preset', preset, '-p', 'seed', str(seed), '-p', 'out_dir', str(Path(d) / 'nb')]
+        t0 = time.perf_counter(); subprocess.run(args, check=True, capture_output=True, env={**os.environ, 'MPLBACKEND': 'Agg'})
+        nb = json.loads((Path(d) / 'nb' / 'metrics.json').read_text()); t_nb = time.perf_counter() - t0
+    res.update(cli=_phase_numbers(cli), notebook=_phase_numbers(nb), equal=_phase_numbers(cli) == _phase_numbers(nb),
+               seconds=dict(cli=round(t_cli), notebook=round(t_nb)))
+    save_result(bench_dir('reproducibility', out_dir), f'entry_points_{preset}_seed{seed}', res)
+    return res
 
 # %% ../nbs/90_bench.ipynb #01d150b7
 def real_data_fixture(dest) -> dict:
