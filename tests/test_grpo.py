@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from timer1_lib.data import GroundingItem
 from timer1_lib.grpo import TimeR1Config, TimeR1Trainer, grounding_dataset, toy_grounding_items
@@ -113,3 +114,26 @@ def test_vision_tokens_are_never_sampled(setup):
             tr.train()
     finally:
         h.remove()
+
+
+class AtTrainBegin(TrainerCallback):
+    "Records the step and the weights the Trainer starts from (after it loaded a checkpoint)."
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        self.step, self.weights = state.global_step, {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def test_resume_loads_checkpoint_weights(setup):
+    "A plain TimeR1Trainer resumed from its step-2 checkpoint starts from the saved weights, not the initial ones."
+    root, ckpt, items, toy = setup
+    kw = dict(beta=0.0, max_steps=2, save_strategy='steps', save_steps=2)
+    tr = TimeR1Trainer(str(ckpt), _args(root, 'resume', toy, **kw), train_dataset=grounding_dataset(items))
+    tr.train()
+    saved = _snapshot(tr.model)
+    assert (root / 'resume' / 'checkpoint-2' / 'model.safetensors').is_file()
+    begin = AtTrainBegin()   # max_steps = the saved step: the resumed run loads the checkpoint and trains nothing
+    tr2 = TimeR1Trainer(str(ckpt), _args(root, 'resume', toy, **kw), train_dataset=grounding_dataset(items), callbacks=[begin])
+    initial = _snapshot(tr2.model)
+    tr2.train(resume_from_checkpoint=str(root / 'resume' / 'checkpoint-2'))
+    assert begin.step == 2
+    assert all(torch.equal(begin.weights[k], v) for k, v in saved.items())      # the checkpoint's weights ...
+    assert any(not torch.equal(initial[k], v) for k, v in saved.items())       # ... which are not the initial ones

@@ -126,3 +126,35 @@ def test_linear_time_on_huge_inputs():
         worst = max(worst, time.perf_counter() - t)
         check_rewards([s[:100_000]], [(1, 2)], [10])
     assert worst < 2.0, worst
+
+
+SEGMENT_REWARDS = [n for n in BUILTIN if not n.startswith('format')]
+
+
+@settings(max_examples=200, **SETTINGS)
+@given(st.tuples(finite, finite), st.lists(st.tuples(finite, finite), min_size=1, max_size=4), finite)
+def test_windows_pay_the_best_window(pred, wins, duration):
+    """With a `windows` column every segment reward equals the best of its single-window scores, stays in range, and
+    `windows == [segment]` scores exactly as no column."""
+    text = f"<answer>{abs(pred[0])!r} to {abs(pred[1])!r}</answer>"
+    for name in SEGMENT_REWARDS:
+        f, (lo, hi) = BUILTIN[name], REWARD_RANGES[name]
+        singles = [f([text], segment=[w], duration=[duration])[0] for w in wins]
+        got = f([text], segment=[wins[0]], duration=[duration], windows=[[list(w) for w in wins]])[0]
+        assert got == max(singles) and lo <= got <= hi, (name, got, singles)
+        assert f([text], segment=[wins[0]], duration=[duration], windows=[[list(wins[0])]]) == singles[:1], name
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(st.tuples(finite, finite), st.tuples(finite, finite), st.floats(min_value=1e-3, max_value=1e6))
+def test_tiou_center_is_iou_plus_gt_normalised_centre(pred, gt, duration):
+    """tiou_center = IoU + max(0, 1 - |c - c'| / (t'e - t's)) on the [0, D]-clamped segments (the ablation's r_center,
+    normalised by the ground-truth length): in [0, 2], and never above IoU + 1."""
+    s, e = sorted(abs(v) for v in pred)
+    clamp = lambda a, b: (min(max(a, 0.0), duration), min(max(b, 0.0), duration))
+    p, g = clamp(s, e), clamp(*sorted(gt))
+    r = BUILTIN['tiou_center']([f"{s!r} to {e!r}"], segment=[gt], duration=[duration])[0]
+    dist, length = abs((p[0] + p[1]) / 2 - (g[0] + g[1]) / 2), g[1] - g[0]
+    centre = float(dist == 0) if length <= 0 else max(0.0, 1.0 - dist / length)
+    want = min(2.0, iou(p, g) + centre)
+    assert 0.0 <= r <= 2.0 and math.isclose(r, want, rel_tol=1e-9, abs_tol=1e-9), (r, want, p, g)

@@ -38,9 +38,10 @@ def test_notebook_end_to_end(tmp_path, tiny_ckpt):
         assert {'R1@0.3', 'R1@0.5', 'R1@0.7', 'mIoU', 'parsed'} <= set(v) and v['n'] == 4
     assert {'data_s', 'cold_start_s', 'curriculum_s', 'grpo_s', 'total_s'} <= set(m['timings'])
     assert m['config']['preset'] == 'cpu' and m['config']['num_generations'] == 2 and m['config']['think'] is False
-    assert m['config']['reward_funcs'] == ['tiou', 'format_answer']                       # reward_funcs='auto', no-think
+    assert m['config']['reward_funcs'] == ['tiou', 'format_answer']        # reward_funcs='auto', no-think
     assert all('<think>' not in p['text'] for p in _read_jsonl(run / 'eval_after_coldstart.jsonl')[1:])
-    assert m['grpo']['epochs_done'] == 2 and m['grpo']['global_step'] == 4       # 4 items / 2 prompts per step, 2 epochs
+    # 4 items / 2 prompts per step, 2 epochs
+    assert m['grpo']['epochs_done'] == 2 and m['grpo']['global_step'] == 4
     assert (run / 'model' / 'config.json').is_file() and list((run / 'model').glob('*.safetensors'))
     assert (run / 'coldstart' / 'cold_start.json').is_file() and (run / 'curves.png').stat().st_size > 1000
     assert len(json.loads((run / 'curriculum_selection.json').read_text())['ids']) == 4
@@ -56,7 +57,8 @@ def test_notebook_end_to_end(tmp_path, tiny_ckpt):
     assert res.returncode != 0
     from nbrun import error_cell
     idx, ename, evalue = error_cell(tmp_path / 'bad.ipynb')
-    assert idx <= 2 and ename == 'ValueError' and evalue == 'sample_sigma=-1: must be a finite number > 0', (idx, evalue)
+    assert idx <= 2 and ename == 'ValueError' and evalue == 'sample_sigma=-1: must be a finite number > 0', \
+        (idx, evalue)
 
 
 def test_sft_only_run(tmp_path, tiny_ckpt):
@@ -90,7 +92,8 @@ def test_interrupted_run_resumes_with_the_curriculum_state(tmp_path, tiny_ckpt, 
     logs = capsys.readouterr().out
     assert m['grpo']['resumed_from'] == str(ckpt) and m['grpo']['epochs_done'] == 2 and m['grpo']['global_step'] == 4
     assert m['metrics']['before'] == first['metrics']['before'] and 'recorded in' in logs   # not re-evaluated
-    assert (run / 'coldstart' / 'cold_start.json').stat().st_mtime == cs_mtime and 'reusing' in logs   # cold start reused
+    # cold start reused
+    assert (run / 'coldstart' / 'cold_start.json').stat().st_mtime == cs_mtime and 'reusing' in logs
     st2 = json.loads((run / 'grpo' / 'curriculum_state.json').read_text())
     assert st2['history'][0] == st1['history'][0] and st2['epoch'] == 2
     assert st2['remaining'] == [i for i in st1['remaining'] if i not in st2['dropped'][1]]
@@ -99,17 +102,17 @@ def test_interrupted_run_resumes_with_the_curriculum_state(tmp_path, tiny_ckpt, 
 
 
 def test_real_data_path(tmp_path, tiny_ckpt):
-    """The real-data parameters: a TimeRFT-format training file and a TVGBench-format test file whose videos live in
-    `video_root` (here the bundled Charades video OHOFG.mp4 under Time-R1's relative paths), and a user CoT file for the
-    think=True cold start."""
+    ("The real-data parameters: a TimeRFT-format training file and a TVGBench-format test file whose videos live in\n"
+     "    `video_root` (here the bundled Charades video OHOFG.mp4 under Time-R1's relative paths), and a user CoT "
+     "file for the\n    think=True cold start.")
     from timer1_lib.data import asset_path
     vids = tmp_path / 'videos'; vids.mkdir()
     shutil.copy(asset_path('OHOFG.mp4'), vids / 'OHOFG.mp4')
     rel = './dataset/timer1/videos/timerft_data/OHOFG.mp4'
     queries = [('person sitting down in a chair.', [1.0, 7.5]), ('a person opens a door.', [12.0, 18.0]),
                ('person takes a book from the shelf.', [20.0, 26.5]), ('a person stands up.', [28.0, 33.0])]
-    train = [dict(video=rel, duration=35.04, timestamp=seg, sentence=q, qid=f'real|{i}', video_start=None, video_end=None,
-                  difficulty=30.0 + 10 * i) for i, (q, seg) in enumerate(queries)]
+    train = [dict(video=rel, duration=35.04, timestamp=seg, sentence=q, qid=f'real|{i}', video_start=None,
+                  video_end=None, difficulty=30.0 + 10 * i) for i, (q, seg) in enumerate(queries)]
     (tmp_path / 'train.json').write_text(json.dumps(train))
     cot = [r | dict(cot=f'<{r["timestamp"][0]:g} to {r["timestamp"][1]:g}: {r["sentence"]}>') for r in train]
     (tmp_path / 'cot.json').write_text(json.dumps(cot))
@@ -129,13 +132,15 @@ def test_real_data_path(tmp_path, tiny_ckpt):
     assert all(Path(p['video']).name == 'OHOFG.mp4' and p['duration'] == 35.04 for p in preds)
     sel = json.loads((run / 'curriculum_selection.json').read_text())
     assert sorted(sel['ids']) == sorted(r['qid'] for r in train)
-    assert sel['scored_by'] == 'stored' and sel['pool_difficulty'] == [30.0, 40.0, 50.0, 60.0]   # the file's difficulty
+    # the file's difficulty
+    assert sel['scored_by'] == 'stored' and sel['pool_difficulty'] == [30.0, 40.0, 50.0, 60.0]
     # a video that is not under video_root stops before any model is loaded, naming the parameter and the record
     (vids / 'OHOFG.mp4').unlink()
     with pytest.raises(MissingVideosError) as e:
         run_training(TrainConfig(out_dir=str(tmp_path / 'run2'), **kw))
     msg = str(e.value)
-    assert msg.startswith(f"train_annotations={str(tmp_path / 'train.json')!r}: train: 1 video(s) missing (4 of 4 items)")
+    assert msg.startswith(f"train_annotations={str(tmp_path / 'train.json')!r}: "
+                          "train: 1 video(s) missing (4 of 4 items)")
     assert 'OHOFG.mp4' in msg and 'exclude_missing' not in msg, msg
     assert (tmp_path / 'run2' / 'missing_videos_train.txt').read_text() == rel + '\n'
     assert not (tmp_path / 'run2' / 'metrics.json').exists()
@@ -147,9 +152,10 @@ def _cli(*args, **popen):
 
 
 def test_killed_cli_run_resumes_from_its_last_checkpoint(tmp_path, tiny_ckpt):
-    "SIGKILL `python -m timer1_lib.train` right after the first epoch's checkpoint, then resume 'latest': same curriculum."
+    ("SIGKILL `python -m timer1_lib.train` right after the first epoch's checkpoint, "
+     "then resume 'latest': same curriculum.")
     run = tmp_path / 'run'
-    params = dict(TINY, num_train_epochs=3, sample_k=8, sample_pool=8)          # 4 steps an epoch, checkpoints 4, 8, 12
+    params = dict(TINY, num_train_epochs=3, sample_k=8, sample_pool=8)   # 4 steps an epoch, checkpoints 4, 8, 12
     flags = [x for k, v in params.items() for x in (f'--{k}', v)] + ['--model_path', tiny_ckpt, '--out_dir', run]
     proc = _cli(*flags, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = run / 'grpo' / 'checkpoint-4'
@@ -164,7 +170,8 @@ def test_killed_cli_run_resumes_from_its_last_checkpoint(tmp_path, tiny_ckpt):
     finally:
         proc.wait(timeout=120)
     assert proc.returncode == -signal.SIGKILL
-    assert not (run / 'metrics.json').is_file() or 'after_grpo' not in json.loads((run / 'metrics.json').read_text())['metrics']
+    assert (not (run / 'metrics.json').is_file()
+            or 'after_grpo' not in json.loads((run / 'metrics.json').read_text())['metrics'])
     st1 = json.loads((first / 'curriculum_state.json').read_text())
     assert st1['epoch'] == 1
     done = _cli(*flags, '--resume_from_checkpoint', 'latest', stdout=subprocess.PIPE,

@@ -146,13 +146,15 @@ def main(argv=None) -> int:
     "`python -m timer1_lib.bench --list | NAME [--key value ...]`."
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ('-h', '--help'):
-        print(main.__doc__.strip('`') + '\n\n' + '\n'.join(f'  {n:<20} {b.doc}' for n, b in sorted(BENCHMARKS.items())))
+        print(main.__doc__.strip('`') + '\n\n'
+              + '\n'.join(f'  {n:<20} {b.doc}' for n, b in sorted(BENCHMARKS.items())))
         return 0
     if argv[0] == '--list':
         for n, b in sorted(BENCHMARKS.items()): print(f'{n:<20} {b.doc}')
         return 0
     if argv[0] not in BENCHMARKS:
-        print(f'timer1_lib.bench: error: unknown benchmark {argv[0]!r} (python -m timer1_lib.bench --list)', file=sys.stderr)
+        print(f'timer1_lib.bench: error: unknown benchmark {argv[0]!r} (python -m timer1_lib.bench --list)',
+              file=sys.stderr)
         return 2
     b = BENCHMARKS[argv[0]]
     b.fn(**vars(build_parser(b).parse_args(argv[1:])))
@@ -170,12 +172,14 @@ def _timed(fn, repeats: int):
 
 # %% ../nbs/90_bench.ipynb #5166dba7
 def cache_timings(path, config, repeats: int = 5, backends=('decord', 'pyav')) -> dict:
-    "Times (median/min/mean) of cold decodes per backend, decode-only, first cached load, disk and memory hits of `path`."
+    ("Times (median/min/mean) of cold decodes per backend, decode-only, first cached load, "
+     "disk and memory hits of `path`.")
     from timer1_lib.video import FrameCache, DECODERS, decode_video, load_video
     tm = {}
     for be in backends:
         decode_video(path, config=config, backend=be)   # warm-up: imports, OS page cache
-        ts, clip = _timed(lambda: decode_video(path, config=config, backend=be), repeats); tm[f'cold_{be}'] = _stats(ts)
+        ts, clip = _timed(lambda: decode_video(path, config=config, backend=be), repeats)
+        tm[f'cold_{be}'] = _stats(ts)
         ts, _ = _timed(lambda: DECODERS[be](path, None, config), repeats); tm[f'decode_only_{be}'] = _stats(ts)
     with tempfile.TemporaryDirectory() as d:
         ts = []
@@ -197,7 +201,8 @@ def _video_cache_md(res: dict) -> str:
     m, cl, tm = res['machine'], res['clip'], res['times']
     lines = [f"# Video frame cache benchmark ({m['date']})", "",
              f"Machine: {m['platform']}, {m['cpus_usable']}/{m['cpu_count']} CPUs usable, torch threads "
-             f"{m.get('torch_threads')}, 1-min load average {m['loadavg_1min']} at start (other jobs share the machine); "
+             f"{m.get('torch_threads')}, 1-min load average {m['loadavg_1min']} at start "
+             "(other jobs share the machine); "
              f"versions {m['versions']}.", "",
              f"Video `{res['video']}`: {cl['source_size'][1]}x{cl['source_size'][0]} @ {cl['source_fps']:.2f} fps, "
              f"{cl['duration']:.2f} s -> {cl['nframes']} frames of {cl['frame_size'][1]}x{cl['frame_size'][0]} "
@@ -206,8 +211,8 @@ def _video_cache_md(res: dict) -> str:
              "| load | median (ms) | min (ms) |", "|---|---:|---:|"]
     lines += [f"| {k} | {v['median_s'] * 1e3:.2f} | {v['min_s'] * 1e3:.2f} |" for k, v in tm.items()]
     lines += ["", "Speed-ups: " + ", ".join(f"{k} = {v:.1f}x" for k, v in res['speedup'].items()), "",
-              "Cold = no frame cache (file already in the OS page cache after one warm-up decode); decode_only = decode + "
-              "frame sampling without the bicubic resize (the rest of cold is the resize)."]
+              "Cold = no frame cache (file already in the OS page cache after one warm-up decode); "
+              "decode_only = decode + frame sampling without the bicubic resize (the rest of cold is the resize)."]
     return '\n'.join(lines)
 
 # %% ../nbs/90_bench.ipynb #b1859273
@@ -228,9 +233,11 @@ def video_cache(video: str = '', repeats: int = 5, backends: tuple = ('decord', 
                        visual_tokens=clip.nframes // config.frame_factor * (clip.size[0] // 28) * (clip.size[1] // 28),
                        frames_mib=clip.frames.numel() / 2**20)
     tm, base = res['times'], res['times'][f'cold_{backends[0]}']['median_s']
-    res['speedup'] = {f'{k}_vs_cold_{backends[0]}': base / max(tm[k]['median_s'], 1e-9) for k in ('disk_hit', 'memory_hit')}
+    res['speedup'] = {f'{k}_vs_cold_{backends[0]}': base / max(tm[k]['median_s'], 1e-9)
+                      for k in ('disk_hit', 'memory_hit')}
     if len(backends) > 1:
-        res['speedup'][f'{backends[0]}_over_{backends[1]}_cold'] = tm[f'cold_{backends[1]}']['median_s'] / max(base, 1e-9)
+        res['speedup'][f'{backends[0]}_over_{backends[1]}_cold'] = (tm[f'cold_{backends[1]}']['median_s']
+                                                                    / max(base, 1e-9))
     save_result(bench_dir('video_cache', out_dir), 'video_cache', res, _video_cache_md(res))
     return res
 
@@ -240,13 +247,15 @@ def _ohofg_item():
     return GroundingItem(id='tvgbench_OHOFG', video=str(asset_path('OHOFG.mp4')), duration=35.04,
                          query='person sitting down in a chair.', segment=(1.0, 7.5), source='charades')
 
-SMOKE_TEXT = dict(num_hidden_layers=1, hidden_size=256, intermediate_size=512, num_attention_heads=2, num_key_value_heads=1)
-SMOKE_VISION = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=256, fullatt_block_indexes=[1])
+SMOKE_TEXT = dict(num_hidden_layers=1, hidden_size=256, intermediate_size=512, num_attention_heads=2,
+                  num_key_value_heads=1)
+SMOKE_VISION = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=256,
+                    fullatt_block_indexes=[1])
 
 # %% ../nbs/90_bench.ipynb #5cd40278
-def predict_timing(*, device: str | None = None, dtype=None, attn_implementation: str = 'sdpa', max_new_tokens: int = 1024,
-                   video_config=None, text: dict | None = None, vision: dict | None = None, think: bool = True,
-                   work_dir=None) -> dict:
+def predict_timing(*, device: str | None = None, dtype=None, attn_implementation: str = 'sdpa',
+                   max_new_tokens: int = 1024, video_config=None, text: dict | None = None, vision: dict | None = None,
+                   think: bool = True, work_dir=None) -> dict:
     "Time `predict` of a random Qwen2.5-VL-3B-shaped model on OHOFG.mp4 (twice: the first includes warm-up)."
     import torch
     from timer1_lib.infer import predict
@@ -256,29 +265,35 @@ def predict_timing(*, device: str | None = None, dtype=None, attn_implementation
     dtype, video_config = dtype or torch.bfloat16, video_config or VideoSamplingConfig()
     with tempfile.TemporaryDirectory(prefix='timer1_bench_') as scratch:
         work, t = Path(work_dir or scratch), {}
-        t0 = time.perf_counter(); ckpt = make_random_model(qwen_3b_config(text=text, vision=vision), work / 'qwen3b-random', save_weights=False)
+        t0 = time.perf_counter()
+        ckpt = make_random_model(qwen_3b_config(text=text, vision=vision), work / 'qwen3b-random', save_weights=False)
         t['make_processor_s'] = time.perf_counter() - t0; proc = load_processor(ckpt)
         if cuda: torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter(); model = init_random_model(ckpt, dtype=dtype, attn_implementation=attn_implementation, device=device)
+        t0 = time.perf_counter()
+        model = init_random_model(ckpt, dtype=dtype, attn_implementation=attn_implementation, device=device)
         if cuda: torch.cuda.synchronize()
         t['init_model_s'] = time.perf_counter() - t0; mem_model = torch.cuda.max_memory_allocated() if cuda else None
         item = _ohofg_item()
-        t0 = time.perf_counter(); clip = load_video(item.video, config=video_config, cache=False); t['decode_video_s'] = time.perf_counter() - t0
+        t0 = time.perf_counter(); clip = load_video(item.video, config=video_config, cache=False)
+        t['decode_video_s'] = time.perf_counter() - t0
         runs = []
         for _ in range(2):
             if cuda: torch.cuda.synchronize()
             t0 = time.perf_counter()
-            rec = predict(model, proc, [item], batch_size=1, think=think, max_new_tokens=max_new_tokens, video_config=video_config,
-                          cache=work / 'frames', progress=False, model_path='random:qwen2.5-vl-3b-shaped')[0]
+            rec = predict(model, proc, [item], batch_size=1, think=think, max_new_tokens=max_new_tokens,
+                          video_config=video_config, cache=work / 'frames', progress=False,
+                          model_path='random:qwen2.5-vl-3b-shaped')[0]
             if cuda: torch.cuda.synchronize()
             runs.append(dict(seconds=time.perf_counter() - t0, n_new_tokens=rec['n_new_tokens']))
     return dict(device=torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
-                model=dict(shape='Qwen2.5-VL-3B' + (' (overridden)' if text or vision else ''), params=sum(p.numel() for p in model.parameters()),
-                           dtype=str(dtype), attn_implementation=attn_implementation, text_overrides=text, vision_overrides=vision),
-                video=dict(path=Path(item.video).name, frames=clip.nframes, frame_size=list(clip.size), sampled_fps=clip.fps,
-                           duration=clip.duration, config=dataclasses.asdict(video_config)),
-                prompt_tokens=rec['n_prompt_tokens'], video_tokens=rec['n_video_tokens'], new_tokens=rec['n_new_tokens'],
-                max_new_tokens=max_new_tokens, peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+                model=dict(shape='Qwen2.5-VL-3B' + (' (overridden)' if text or vision else ''),
+                           params=sum(p.numel() for p in model.parameters()), dtype=str(dtype),
+                           attn_implementation=attn_implementation, text_overrides=text, vision_overrides=vision),
+                video=dict(path=Path(item.video).name, frames=clip.nframes, frame_size=list(clip.size),
+                           sampled_fps=clip.fps, duration=clip.duration, config=dataclasses.asdict(video_config)),
+                prompt_tokens=rec['n_prompt_tokens'], video_tokens=rec['n_video_tokens'],
+                new_tokens=rec['n_new_tokens'], max_new_tokens=max_new_tokens,
+                peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
                 model_memory_gib=mem_model / 2**30 if cuda else None,
                 times=dict(**t, predict_first_s=runs[0]['seconds'], predict_s=runs[1]['seconds'],
                            tokens_per_s=runs[1]['n_new_tokens'] / runs[1]['seconds']), record=rec)
@@ -287,17 +302,20 @@ def predict_timing(*, device: str | None = None, dtype=None, attn_implementation
 @benchmark('gpu_predict')
 def gpu_predict(max_new_tokens: int = 1024, attn: str = 'sdpa', think: bool = True, cpu_smoke: bool = False,
                 out_dir: str | None = None) -> dict:
-    "Inference: prompt tokens, peak GPU memory and time of a random 3B-shaped Qwen2.5-VL on OHOFG.mp4 (Time-R1 budget)."
+    ("Inference: prompt tokens, peak GPU memory and time of a random 3B-shaped Qwen2.5-VL on OHOFG.mp4 "
+     "(Time-R1 budget).")
     import torch
     if cpu_smoke:
-        res = predict_timing(device='cpu', dtype=torch.float32, max_new_tokens=4, attn_implementation=attn, think=think,
-                             text=SMOKE_TEXT, vision=SMOKE_VISION)
+        res = predict_timing(device='cpu', dtype=torch.float32, max_new_tokens=4, attn_implementation=attn,
+                             think=think, text=SMOKE_TEXT, vision=SMOKE_VISION)
     else:
-        if not torch.cuda.is_available(): raise SystemExit('gpu_predict: no CUDA device; --cpu_smoke true runs it scaled down on CPU')
+        if not torch.cuda.is_available():
+            raise SystemExit('gpu_predict: no CUDA device; --cpu_smoke true runs it scaled down on CPU')
         res = predict_timing(max_new_tokens=max_new_tokens, attn_implementation=attn, think=think)
     res = dict(machine=machine_info(), **res)
     save_result(bench_dir('gpu_predict', out_dir), 'cpu_smoke' if cpu_smoke else 'gpu_predict', res)
-    print(json.dumps({k: res[k] for k in ('device', 'prompt_tokens', 'video_tokens', 'new_tokens', 'peak_memory_gib', 'times')}, indent=1))
+    print(json.dumps({k: res[k] for k in ('device', 'prompt_tokens', 'video_tokens', 'new_tokens', 'peak_memory_gib',
+                                          'times')}, indent=1))
     return res
 
 # %% ../nbs/90_bench.ipynb #b44dfb25
@@ -324,63 +342,78 @@ def sft_curve(size='learn', n_videos=250, max_steps=480, eval_every=40, n_eval=3
         work = Path(work_dir or scratch); t0 = time.perf_counter()
         synth = generate(SynthConfig.tiny(n_videos=n_videos, seed=seed), work / 'synth', workers=2)
         train, test = list(synth.items('train')), list(synth.items('test')); t_data = time.perf_counter() - t0
-        ckpt = make_tiny_model(work / 'model', size=size, seed=seed); proc, model = load_processor(ckpt), load_model(ckpt)
+        ckpt = make_tiny_model(work / 'model', size=size, seed=seed)
+        proc, model = load_processor(ckpt), load_model(ckpt)
         cfg = ColdStartConfig(output_dir=str(work / 'trainer'), report_to='none', video_frame_size=[56, 56],
                               per_device_train_batch_size=batch_size, learning_rate=learning_rate, max_steps=max_steps,
                               logging_steps=max(1, eval_every // 4), save_strategy='no', gradient_checkpointing=False,
                               seed=seed, disable_tqdm=True)
-        ev = GroundingEvalCallback(proc, {'train': train[:n_eval], 'test': test[:n_eval]}, every=eval_every, think=cfg.think,
-                                   video_config=cfg.video_sampling(), max_new_tokens=max_new_tokens, batch_size=16, cache=True)
+        ev = GroundingEvalCallback(proc, {'train': train[:n_eval], 'test': test[:n_eval]}, every=eval_every,
+                                   think=cfg.think, video_config=cfg.video_sampling(), max_new_tokens=max_new_tokens,
+                                   batch_size=16, cache=True)
         base, load0, t0 = _sft_baselines(train, ev.sets), machine_info()['loadavg_1min'], time.perf_counter()
         model = cold_start(model, proc, train, cfg, work / 'sft', callbacks=[ev])
         wall, summ = time.perf_counter() - t0, json.loads((work / 'sft' / 'cold_start.json').read_text())
     eval_s = sum(r['seconds'] for r in ev.history); train_s = max(wall - eval_s, 1e-9)
-    tgt = [len(proc.tokenizer(cot_target(it, think=cfg.think, style=cfg.evidence_style, max_evidence=cfg.max_evidence))['input_ids']) for it in train]
+    tgt = [len(proc.tokenizer(cot_target(it, think=cfg.think, style=cfg.evidence_style,
+                                         max_evidence=cfg.max_evidence))['input_ids']) for it in train]
     return dict(machine=dict(machine_info(), loadavg_1min_start=load0, device=str(model.device)),
                 model=dict(size=size, params=sum(p.numel() for p in model.parameters())),
                 data=dict(n_videos=n_videos, n_train=len(train), n_test=len(test), n_eval=n_eval, seconds=t_data,
                           target_tokens_mean=sum(tgt) / len(tgt), target_tokens_max=max(tgt)),
-                config=dict(batch_size=batch_size, learning_rate=learning_rate, max_steps=max_steps, max_new_tokens=max_new_tokens,
-                            lr_scheduler=str(getattr(cfg.lr_scheduler_type, 'value', cfg.lr_scheduler_type)), think=cfg.think,
-                            evidence_style=cfg.evidence_style, max_evidence=cfg.max_evidence),
-                steps=summ['steps'], epochs=summ['epochs'], wall_s=wall, eval_s=eval_s, train_steps_per_s=summ['steps'] / train_s,
-                samples_per_s=summ['steps'] * batch_size / train_s, baselines=base, eval_curve=ev.history,
-                loss_curve=[dict(step=h['step'], loss=h['loss'], token_acc=h.get('mean_token_accuracy')) for h in summ['log_history'] if 'loss' in h])
+                config=dict(batch_size=batch_size, learning_rate=learning_rate, max_steps=max_steps,
+                            max_new_tokens=max_new_tokens,
+                            lr_scheduler=str(getattr(cfg.lr_scheduler_type, 'value', cfg.lr_scheduler_type)),
+                            think=cfg.think, evidence_style=cfg.evidence_style, max_evidence=cfg.max_evidence),
+                steps=summ['steps'], epochs=summ['epochs'], wall_s=wall, eval_s=eval_s,
+                train_steps_per_s=summ['steps'] / train_s, samples_per_s=summ['steps'] * batch_size / train_s,
+                baselines=base, eval_curve=ev.history,
+                loss_curve=[dict(step=h['step'], loss=h['loss'], token_acc=h.get('mean_token_accuracy'))
+                            for h in summ['log_history'] if 'loss' in h])
 
 # %% ../nbs/90_bench.ipynb #834ec2f0
 def _sft_curve_md(res: dict) -> str:
     m, c, d, b = res['machine'], res['config'], res['data'], res['baselines']
     lines = [f"# Cold-start SFT learning curve ({m['date']})", "",
-             f"Tiny Qwen2.5-VL `{res['model']['size']}` ({res['model']['params']:,} params) on SynthTVG tiny ({d['n_train']} train / "
-             f"{d['n_test']} test items, {d['n_videos']} videos), CoT targets of {d['target_tokens_mean']:.0f} tokens on average; "
-             f"batch {c['batch_size']}, lr {c['learning_rate']:g} ({c['lr_scheduler']}), {res['steps']} steps = {res['epochs']:.1f} "
-             f"epochs. Machine: {m['processor']}, {m['cpus_usable']} usable CPUs, torch threads {m.get('torch_threads')}, 1-min load "
+             f"Tiny Qwen2.5-VL `{res['model']['size']}` ({res['model']['params']:,} params) on SynthTVG tiny "
+             f"({d['n_train']} train / "
+             f"{d['n_test']} test items, {d['n_videos']} videos), CoT targets of {d['target_tokens_mean']:.0f} tokens "
+             "on average; "
+             f"batch {c['batch_size']}, lr {c['learning_rate']:g} ({c['lr_scheduler']}), {res['steps']} steps = "
+             f"{res['epochs']:.1f} "
+             f"epochs. Machine: {m['processor']}, {m['cpus_usable']} usable CPUs, torch threads "
+             f"{m.get('torch_threads')}, 1-min load "
              f"{m['loadavg_1min_start']} -> {m['loadavg_1min']} (shared with other jobs).", "",
              f"Speed: {res['train_steps_per_s']:.3f} steps/s = {res['samples_per_s']:.2f} samples/s (training only; "
              f"{res['eval_s']:.0f} s of {res['wall_s']:.0f} s were evaluation).", "",
-             f"Greedy evaluation on {d['n_eval']} train and {d['n_eval']} test items (max {c['max_new_tokens']} new tokens):", "",
+             f"Greedy evaluation on {d['n_eval']} train and {d['n_eval']} test items "
+             f"(max {c['max_new_tokens']} new tokens):", "",
              "| step | train loss | train format | train mIoU | test format | test parsed | test mIoU | test R1@0.5 |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     losses = {h['step']: h['loss'] for h in res['loss_curve']}
     for r in res['eval_curve']:
         lo = f"{losses[r['step']]:.3f}" if r['step'] in losses else '-'
-        lines.append(f"| {r['step']} | {lo} | {r['train/format']:.2f} | {r['train/mIoU']:.1f} | {r['test/format']:.2f} | "
+        lines.append(f"| {r['step']} | {lo} | {r['train/format']:.2f} | {r['train/mIoU']:.1f} | "
+                     f"{r['test/format']:.2f} | "
                      f"{r['test/parsed']:.2f} | {r['test/mIoU']:.1f} | {r['test/R1@0.5']:.1f} |")
     (rs, re_), t = b['mean_train_segment_frac'], b['test']
-    lines += ["", f"Answer-free baselines on the same test items: the whole video gives mIoU {t['whole_video']['mIoU']:.1f} "
-              f"(R1@0.5 {t['whole_video']['R1@0.5']:.1f}); the mean training segment, ({rs:.2f} D, {re_:.2f} D), gives mIoU "
+    lines += ["", "Answer-free baselines on the same test items: the whole video gives mIoU "
+              f"{t['whole_video']['mIoU']:.1f} "
+              f"(R1@0.5 {t['whole_video']['R1@0.5']:.1f}); the mean training segment, ({rs:.2f} D, {re_:.2f} D), "
+              "gives mIoU "
               f"{t['mean_train_segment']['mIoU']:.1f} (R1@0.5 {t['mean_train_segment']['R1@0.5']:.1f}).", "",
               f"Last test sample: `{res['eval_curve'][-1]['test/sample']!r}`"]
     return '\n'.join(lines)
 
 # %% ../nbs/90_bench.ipynb #51b3e747
 @benchmark('coldstart_sft')
-def coldstart_sft(size: str = 'learn', n_videos: int = 250, max_steps: int = 480, eval_every: int = 40, n_eval: int = 64,
-                  batch_size: int = 8, learning_rate: float = 1e-3, threads: int = 1, seed: int = 0,
+def coldstart_sft(size: str = 'learn', n_videos: int = 250, max_steps: int = 480, eval_every: int = 40,
+                  n_eval: int = 64, batch_size: int = 8, learning_rate: float = 1e-3, threads: int = 1, seed: int = 0,
                   max_new_tokens: int = 200, out_dir: str | None = None) -> dict:
     "Cold-start SFT speed and learning curve of the tiny model on SynthTVG tiny (CPU; steps/s, loss, format, mIoU)."
     res = sft_curve(size=size, n_videos=n_videos, max_steps=max_steps, eval_every=eval_every, n_eval=n_eval,
-                    batch_size=batch_size, learning_rate=learning_rate, threads=threads, seed=seed, max_new_tokens=max_new_tokens)
+                    batch_size=batch_size, learning_rate=learning_rate, threads=threads, seed=seed,
+                    max_new_tokens=max_new_tokens)
     save_result(bench_dir('coldstart_sft', out_dir), 'coldstart_sft', res, _sft_curve_md(res))
     return res
 
@@ -394,7 +427,8 @@ def synth_speed(tiny: int = 1000, tvgbench_like: int = 100, workers: int = 2, ou
         for name, n in (('tiny', tiny), ('tvgbench_like', tvgbench_like)):
             if not n: continue
             out = Path(d) / name
-            t0 = time.perf_counter(); spb = generate(PRESETS[name](n_videos=n), out, workers=workers); dt = time.perf_counter() - t0
+            t0 = time.perf_counter(); spb = generate(PRESETS[name](n_videos=n), out, workers=workers)
+            dt = time.perf_counter() - t0
             res[name] = dict(videos=n, seconds=round(dt, 1), videos_per_s=round(n / dt, 1), workers=workers,
                              plan_seconds=spb.manifest['seconds_plan'],
                              mb=round(sum(p.stat().st_size for p in (out / 'videos').glob('*.mp4')) / 2**20, 1))
@@ -405,21 +439,28 @@ def synth_speed(tiny: int = 1000, tvgbench_like: int = 100, workers: int = 2, ou
 HELDOUT_SPLIT = 'artifacts/data/synthtvg-learn-heldout'   # generate(SynthConfig.learn(n_videos=2200, test_frac=0.73,
 HELDOUT_TYPE = 'Object Existence (Complex)'               #   heldout_qtypes=(HELDOUT_TYPE,), seed=1), HELDOUT_SPLIT)
 MAIN = dict(train_annotations='synth-train', test_annotations='synth-test')
-HELD = dict(train_annotations=f'{HELDOUT_SPLIT}/train.json', test_annotations=f'{HELDOUT_SPLIT}/test.json', video_root=HELDOUT_SPLIT)
+HELD = dict(train_annotations=f'{HELDOUT_SPLIT}/train.json', test_annotations=f'{HELDOUT_SPLIT}/test.json',
+            video_root=HELDOUT_SPLIT)
 EVAL_ALL = dict(eval_limit=0, eval_batch_size=64)          # every test item: arms are paired item by item
-GPU_GRPO = dict(num_generations=8, prompts_per_step=16, sample_pool=0, sample_k=512, num_train_epochs=2, **EVAL_ALL)  # TrainConfig.preset('gpu')
-NOBEFORE = dict(eval_before=False)   # the untrained model's answers are not parsable (0 on every metric in every earlier run)
+# TrainConfig.preset('gpu')
+GPU_GRPO = dict(num_generations=8, prompts_per_step=16, sample_pool=0, sample_k=512, num_train_epochs=2, **EVAL_ALL)
+# the untrained model's answers are not parsable (0 on every metric in every earlier run)
+NOBEFORE = dict(eval_before=False)
 SFT_MORE = 1200                      # the same-time SFT arm of grpo_gpu: +1200 SFT steps ~ the time of its GRPO phase
 
 # %% ../nbs/90_bench.ipynb #875ce560
 def _grpo_gpu_main(seeds=(0, 1, 2), rewards=('tiou', 'recall')) -> dict:
-    "In-distribution: a 1,000-step cold start per seed, same-time SFT (+SFT_MORE steps), GRPO arms from the cold start."
+    ("In-distribution: a 1,000-step cold start per seed, same-time SFT (+SFT_MORE steps), "
+     "GRPO arms from the cold start.")
     plan = {}
     for s in seeds:
         plan[f'main_cs_s{s}'] = (dict(MAIN, seed=s, grpo=False, cold_start_steps=1000, **EVAL_ALL, **NOBEFORE), None)
-        plan[f'main_sft_s{s}'] = (dict(MAIN, seed=s, grpo=False, cold_start_steps=1000 + SFT_MORE, **EVAL_ALL, **NOBEFORE), None)
-        for r in rewards:   # eval_before: GRPO's starting point again (= main_cs_s{s}'s after_coldstart: a determinism check)
-            plan[f'main_grpo_{r}_s{s}'] = (dict(GPU_GRPO, **MAIN, seed=s, cold_start=False, reward_funcs=f'{r},format_answer'), f'main_cs_s{s}')
+        plan[f'main_sft_s{s}'] = (dict(MAIN, seed=s, grpo=False, cold_start_steps=1000 + SFT_MORE, **EVAL_ALL,
+                                       **NOBEFORE), None)
+        # eval_before: GRPO's starting point again (= main_cs_s{s}'s after_coldstart: a determinism check)
+        for r in rewards:
+            plan[f'main_grpo_{r}_s{s}'] = (dict(GPU_GRPO, **MAIN, seed=s, cold_start=False,
+                                                reward_funcs=f'{r},format_answer'), f'main_cs_s{s}')
     return plan
 
 def _grpo_gpu_heldout(seeds=(0, 1), rewards=('tiou', 'recall')) -> dict:
@@ -427,17 +468,21 @@ def _grpo_gpu_heldout(seeds=(0, 1), rewards=('tiou', 'recall')) -> dict:
     plan = {}
     for s in seeds:
         plan[f'ho_cs_s{s}'] = (dict(HELD, seed=s, grpo=False, cold_start_steps=1000, **EVAL_ALL, **NOBEFORE), None)
-        plan[f'ho_sft_s{s}'] = (dict(HELD, seed=s, grpo=False, cold_start_steps=SFT_MORE, **EVAL_ALL, **NOBEFORE), f'ho_cs_s{s}')
+        plan[f'ho_sft_s{s}'] = (dict(HELD, seed=s, grpo=False, cold_start_steps=SFT_MORE, **EVAL_ALL, **NOBEFORE),
+                                f'ho_cs_s{s}')
         for r in rewards:
-            plan[f'ho_grpo_{r}_s{s}'] = (dict(GPU_GRPO, **HELD, seed=s, cold_start=False, reward_funcs=f'{r},format_answer', **NOBEFORE), f'ho_cs_s{s}')
+            plan[f'ho_grpo_{r}_s{s}'] = (dict(GPU_GRPO, **HELD, seed=s, cold_start=False,
+                                              reward_funcs=f'{r},format_answer', **NOBEFORE), f'ho_cs_s{s}')
     return plan
 
 # %% ../nbs/90_bench.ipynb #57a05468
 def _grpo_vs_sft_sweep2() -> dict:
-    "The CPU default's GRPO phase: default runs for 3 seeds, same-compute SFT arms, the held-out split's cold start and arms."
+    ("The CPU default's GRPO phase: default runs for 3 seeds, same-compute SFT arms, "
+     "the held-out split's cold start and arms.")
     E = EVAL_ALL
     plan = {**{f'main_s{s}': (dict(MAIN, seed=s, **E), None) for s in range(3)},
-            **{f'main_sft1300_s{s}': (dict(MAIN, seed=s, grpo=False, cold_start_steps=1300, **E), None) for s in range(3)},
+            **{f'main_sft1300_s{s}': (dict(MAIN, seed=s, grpo=False, cold_start_steps=1300, **E), None)
+               for s in range(3)},
             'cs_ho': (dict(HELD, grpo=False, cold_start_steps=1000, **E), None),
             'ho_sft1300': (dict(HELD, grpo=False, cold_start_steps=1300, **E), None)}
     plan.update({f'ho_grpo_s{s}': (dict(HELD, cold_start=False, grpo=True, seed=s, **E), 'cs_ho') for s in (0, 1)})
@@ -446,8 +491,8 @@ def _grpo_vs_sft_sweep2() -> dict:
 
 SMOKE_PLAN = {   # a seconds-long check of the scheduling on a CPU (a cold start, then GRPO from its model)
     'cs': (dict(MAIN, grpo=False, cold_start_steps=2, eval_limit=3, eval_before=False), None),
-    'g': (dict(MAIN, cold_start=False, num_generations=2, prompts_per_step=2, sample_pool=4, sample_k=4, num_train_epochs=1,
-               eval_limit=3, max_completion_length=16, eval_max_new_tokens=16), 'cs')}
+    'g': (dict(MAIN, cold_start=False, num_generations=2, prompts_per_step=2, sample_pool=4, sample_k=4,
+               num_train_epochs=1, eval_limit=3, max_completion_length=16, eval_max_new_tokens=16), 'cs')}
 
 # %% ../nbs/90_bench.ipynb #9ed12792
 def launch_run(name: str, params: dict, scratch: Path, logs: Path, gpu: int | None = None) -> subprocess.Popen:
@@ -455,18 +500,22 @@ def launch_run(name: str, params: dict, scratch: Path, logs: Path, gpu: int | No
     cmd = [sys.executable, '-m', 'timer1_lib.train', '--out_dir', str(scratch / name)]
     for k, v in params.items(): cmd += [f'--{k}', str(v)]
     env = dict(os.environ, **({} if gpu is None else {'CUDA_VISIBLE_DEVICES': str(gpu)}))
-    return subprocess.Popen(cmd, stdout=open(logs / f'{name}.log', 'w'), stderr=subprocess.STDOUT, env=env, cwd=repo_root() or Path.cwd())
+    return subprocess.Popen(cmd, stdout=open(logs / f'{name}.log', 'w'), stderr=subprocess.STDOUT, env=env,
+                            cwd=repo_root() or Path.cwd())
 
 # %% ../nbs/90_bench.ipynb #77d6e490
 def run_plan(plan: dict, scratch: Path, logs: Path, deadline: float, ngpu: int = 1, launch=launch_run) -> dict:
-    "Start each run once the cold-start model it starts from is saved; kill what runs at `deadline`; name -> exit code."
+    ("Start each run once the cold-start model it starts from is saved; kill what runs at `deadline`; "
+     "name -> exit code.")
     procs, todo, k, t0 = {}, dict(plan), 0, time.time()
     while (todo or any(p.poll() is None for p in procs.values())) and time.time() < deadline:
         for n, (params, after) in list(todo.items()):
-            if after is not None:   # its model is complete once cold_start.json is written (its evaluation may still run)
+            # its model is complete once cold_start.json is written (its evaluation may still run)
+            if after is not None:
                 ready, p = (scratch / after / 'coldstart' / 'cold_start.json').is_file(), procs.get(after)
                 if not ready and after not in todo and (p is None or p.poll() is not None):
-                    todo.pop(n); print(f'{n}: skipped ({after} ended without a cold-start model)', flush=True); continue
+                    todo.pop(n); print(f'{n}: skipped ({after} ended without a cold-start model)', flush=True)
+                    continue
                 if not ready: continue
                 params = dict(params, model_path=str(scratch / after / 'coldstart'))
             procs[n] = launch(n, params, scratch, logs, None if ngpu <= 1 else k % ngpu); k += 1; todo.pop(n)
@@ -478,7 +527,8 @@ def run_plan(plan: dict, scratch: Path, logs: Path, deadline: float, ngpu: int =
     return {n: p.returncode for n, p in procs.items()}
 
 # %% ../nbs/90_bench.ipynb #bf11b542
-def _jsonl(f: Path) -> list[dict]: return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
+def _jsonl(f: Path) -> list[dict]:
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
 
 _LOG_KEYS = ('step', 'epoch', 'reward', 'kl', 'completions/mean_length', 'step_time', 'frac_reward_zero_std')
 
@@ -494,16 +544,20 @@ def collect_run(d: Path) -> dict:
 
 def _log_tail(f: Path, n: int = 60) -> str:
     lines = [line for line in f.read_text(errors='replace').splitlines() if line.strip() and '%|' not in line
-             and not line.startswith(('Executing Cell', 'Ending Cell')) and 'Warning' not in line and 'warnings.warn' not in line]
+             and not line.startswith(('Executing Cell', 'Ending Cell')) and 'Warning' not in line
+             and 'warnings.warn' not in line]
     return '\n'.join(lines[-n:])
 
 # %% ../nbs/90_bench.ipynb #945877b9
 def run_study(study: str, plan: str, budget_s: float = 560.0, scratch: str = '', out_dir=None) -> dict:
-    "Run `STUDIES[study]['plans'][plan]` side by side until the budget; write `<out>/<plan>/results.json` and `logs.txt`."
+    ("Run `STUDIES[study]['plans'][plan]` side by side until the budget; "
+     "write `<out>/<plan>/results.json` and `logs.txt`.")
     t0 = time.time(); runs = STUDIES[study]['plans'][plan]()
     out = bench_dir(study, out_dir) / plan; out.mkdir(parents=True, exist_ok=True)
-    scr = Path(scratch or tempfile.mkdtemp(prefix=f'timer1_{study}_{plan}_')); logs = scr / 'logs'; logs.mkdir(parents=True, exist_ok=True)
-    missing = sorted({p['video_root'] for p, _ in runs.values() if p.get('video_root') and not (resolve_path(p['video_root']) / 'test.json').is_file()})
+    scr = Path(scratch or tempfile.mkdtemp(prefix=f'timer1_{study}_{plan}_'))
+    logs = scr / 'logs'; logs.mkdir(parents=True, exist_ok=True)
+    missing = sorted({p['video_root'] for p, _ in runs.values()
+                      if p.get('video_root') and not (resolve_path(p['video_root']) / 'test.json').is_file()})
     if missing: raise SystemExit(f'{study} {plan}: data not here: {missing} (generate it: see HELDOUT_SPLIT)')
     import torch
     ngpu = torch.cuda.device_count()
@@ -511,7 +565,8 @@ def run_study(study: str, plan: str, budget_s: float = 560.0, scratch: str = '',
     rc = run_plan(runs, scr, logs, t0 + budget_s, ngpu)
     res = {n: dict(params=p, start=a, returncode=rc.get(n), **collect_run(scr / n)) for n, (p, a) in runs.items()}
     save_result(out, 'results', dict(machine=machine_info(), seconds=time.time() - t0, runs=res))
-    (out / 'logs.txt').write_text(''.join(f'===== {n}\n{_log_tail(logs / f"{n}.log")}\n' for n in runs if (logs / f'{n}.log').is_file()))
+    (out / 'logs.txt').write_text(''.join(f'===== {n}\n{_log_tail(logs / f"{n}.log")}\n' for n in runs
+                                          if (logs / f'{n}.log').is_file()))
     return res
 
 # %% ../nbs/90_bench.ipynb #ff79ba08
@@ -560,13 +615,15 @@ def paired_delta(a: dict, b: dict, ids, n_boot: int = 2000, seed: int = 0) -> di
 
 # %% ../nbs/90_bench.ipynb #297b0bd0
 def _eval_table(runs: dict, ev: dict, qt: dict) -> list[str]:
-    lines = ['| run | phase | items | part | R1@0.5 | mIoU | width (s) | GRPO / SFT time (s) |', '|---|---|---:|---|---:|---:|---:|---:|']
+    lines = ['| run | phase | items | part | R1@0.5 | mIoU | width (s) | GRPO / SFT time (s) |',
+             '|---|---|---:|---|---:|---:|---:|---:|']
     for (n, ph), recs in ev.items():
         it, by = _iou_of(recs), {r['id']: r for r in recs}
         t = runs[n].get('metrics', {}).get('timings', {})
         secs = t.get('grpo_s') or (t.get('cold_start_s') if 'sft' in n else None)
         for part, ids in _parts(sorted(it), by, _held(n), qt).items():
-            v = np.array([it[i] for i in ids]); w = [by[i]['pred'][1] - by[i]['pred'][0] for i in ids if by[i]['pred'] is not None]
+            v = np.array([it[i] for i in ids])
+            w = [by[i]['pred'][1] - by[i]['pred'][0] for i in ids if by[i]['pred'] is not None]
             lines.append(f"| {n} | {ph} | {len(ids)} | {part} | {100 * np.mean(v > 0.5):.1f} | {100 * v.mean():.1f} | "
                          f"{np.mean(w) if w else float('nan'):.2f} | {'' if secs is None else f'{secs:.0f}'} |")
     return lines
@@ -576,13 +633,16 @@ def analyze_study(study: str, folder) -> str:
     "The Markdown report of a study's runs in `folder`: every evaluation, paired differences per seed and pooled."
     spec, qt = STUDIES[study], _qtypes()
     runs = load_runs(folder, spec['analyze'])
-    ev = {(n, ph.removeprefix('eval_')): recs for n, r in runs.items() for ph, recs in r.get('eval', {}).items() if recs}
+    ev = {(n, ph.removeprefix('eval_')): recs for n, r in runs.items() for ph, recs in r.get('eval', {}).items()
+          if recs}
     iou = {k: _iou_of(v) for k, v in ev.items()}
-    lines = [f"# {spec['title']}: paired results", '', f"From {', '.join(f'`{p}/results.json`' for p in spec['analyze'])}. "
-             'R1@0.5 / mIoU in %, width = mean predicted segment length (s); Δ = paired difference b − a in points (same '
-             'test items), bootstrap 95% CI over items (2,000 resamples; pooled: over the items of every seed, resampled '
-             'within each seed).', '', *_eval_table(runs, ev, qt), '', '## Paired differences', '',
-             '| comparison | seed | items | part | Δ R1@0.5 [95% CI] | Δ mIoU [95% CI] |', '|---|---|---:|---|---|---|']
+    lines = [f"# {spec['title']}: paired results", '',
+             f"From {', '.join(f'`{p}/results.json`' for p in spec['analyze'])}. "
+             'R1@0.5 / mIoU in %, width = mean predicted segment length (s); Δ = paired difference b − a in points '
+             '(same test items), bootstrap 95% CI over items (2,000 resamples; pooled: over the items of every seed, '
+             'resampled within each seed).', '', *_eval_table(runs, ev, qt), '', '## Paired differences', '',
+             '| comparison | seed | items | part | Δ R1@0.5 [95% CI] | Δ mIoU [95% CI] |',
+             '|---|---|---:|---|---|---|']
     pooled = {}
     for label, seed, a, b in spec['comparisons'](runs):
         if a not in iou or b not in iou: continue
@@ -590,14 +650,20 @@ def analyze_study(study: str, folder) -> str:
         for part, ids in _parts(sorted(set(A) & set(B)), recs, _held(a[0]) or _held(b[0]), qt).items():
             pooled.setdefault((label, part), []).append((A, B, ids))
             lines.append(f'| {label} | {seed} | {len(ids)} | {part} | {_ci(paired_delta(A, B, ids))} |')
-    lines += ['', '## Pooled over seeds', '', '| comparison | seeds | items | part | Δ R1@0.5 [95% CI] | Δ mIoU [95% CI] |', '|---|---:|---:|---|---|---|']
+    lines += ['', '## Pooled over seeds', '',
+              '| comparison | seeds | items | part | Δ R1@0.5 [95% CI] | Δ mIoU [95% CI] |',
+              '|---|---:|---:|---|---|---|']
     for (label, part), xs in pooled.items():
         if len(xs) < 2: continue
-        A = {(k, i): x[0][i] for k, x in enumerate(xs) for i in x[2]}; B = {(k, i): x[1][i] for k, x in enumerate(xs) for i in x[2]}
+        A = {(k, i): x[0][i] for k, x in enumerate(xs) for i in x[2]}
+        B = {(k, i): x[1][i] for k, x in enumerate(xs) for i in x[2]}
         t = paired_delta(A, B, [[(k, i) for i in x[2]] for k, x in enumerate(xs)])
         lines.append(f'| {label} | {len(xs)} | {len(A)} | {part} | {_ci(t)} |')
-    same = [(a, b, np.mean([abs(iou[a][i] - iou[b][i]) < 1e-9 for i in iou[a]])) for a, b in spec.get('same', lambda r: [])(runs) if a in iou and b in iou]
-    if same: lines += ['', '## Determinism check (the same model evaluated twice)', ''] + [f"- {b[0]} '{b[1]}' vs {a[0]} '{a[1]}': {100 * s:.1f}% of items identical" for a, b, s in same]
+    same = [(a, b, np.mean([abs(iou[a][i] - iou[b][i]) < 1e-9 for i in iou[a]]))
+            for a, b in spec.get('same', lambda r: [])(runs) if a in iou and b in iou]
+    if same:
+        lines += ['', '## Determinism check (the same model evaluated twice)', ''] + [
+            f"- {b[0]} '{b[1]}' vs {a[0]} '{a[1]}': {100 * s:.1f}% of items identical" for a, b, s in same]
     return '\n'.join(lines)
 
 # %% ../nbs/90_bench.ipynb #c9b4a761
@@ -614,14 +680,16 @@ def _grpo_gpu_comparisons(runs) -> list:
     return out
 
 def _grpo_gpu_same(runs) -> list:   # main GRPO runs re-evaluated their starting point (main_cs_s*'s after_coldstart)
-    return [((f'main/main_cs_s{n[-1]}', 'after_coldstart'), (n, 'before')) for n in runs if n.startswith('main/main_grpo')]
+    return [((f'main/main_cs_s{n[-1]}', 'after_coldstart'), (n, 'before')) for n in runs
+            if n.startswith('main/main_grpo')]
 
 # %% ../nbs/90_bench.ipynb #cd1b1a02
 def _grpo_gpu_probe() -> dict:
     "Timing probe: 8 runs at once (cold start 300 steps, 8 GRPO steps of 128 completions, 100 test items)."
-    return {f'probe{i}': (dict(MAIN, seed=i, cold_start_steps=300, num_generations=8, prompts_per_step=16, sample_pool=256,
-                               sample_k=128, num_train_epochs=1, eval_limit=100, eval_batch_size=64,
-                               reward_funcs='tiou,format_answer' if i % 2 else 'recall,format_answer'), None) for i in range(8)}
+    return {f'probe{i}': (dict(MAIN, seed=i, cold_start_steps=300, num_generations=8, prompts_per_step=16,
+                               sample_pool=256, sample_k=128, num_train_epochs=1, eval_limit=100, eval_batch_size=64,
+                               reward_funcs='tiou,format_answer' if i % 2 else 'recall,format_answer'), None)
+            for i in range(8)}
 
 # %% ../nbs/90_bench.ipynb #e9a7c2e7
 def _grpo_vs_sft_comparisons(runs) -> list:
@@ -632,11 +700,13 @@ def _grpo_vs_sft_comparisons(runs) -> list:
     for s in range(3):
         m = f'{s2}main_s{s}'
         out += [('GRPO vs its cold start', s, (m, 'after_coldstart'), (m, 'after_grpo')),
-                ('SFT 1300 steps vs SFT 1000 + GRPO', s, (m, 'after_grpo'), (f'{s2}main_sft1300_s{s}', 'after_coldstart'))]
+                ('SFT 1300 steps vs SFT 1000 + GRPO', s, (m, 'after_grpo'),
+                 (f'{s2}main_sft1300_s{s}', 'after_coldstart'))]
     ho, more = (s2 + 'cs_ho', 'after_coldstart'), (s2 + 'ho_sft_more300', 'after_coldstart')
     for s in (0, 1):
         g = (f'{s2}ho_grpo_s{s}', 'after_grpo')
-        out += [('held-out split: GRPO vs its cold start', s, ho, g), ('held-out split: SFT +300 steps vs GRPO', s, g, more)]
+        out += [('held-out split: GRPO vs its cold start', s, ho, g),
+                ('held-out split: SFT +300 steps vs GRPO', s, g, more)]
     out += [('held-out split: SFT +300 steps vs the cold start', '', ho, more),
             ('held-out split: SFT 1300 (from scratch) vs SFT 1000', '', ho, (s2 + 'ho_sft1300', 'after_coldstart'))]
     return out
@@ -644,7 +714,8 @@ def _grpo_vs_sft_comparisons(runs) -> list:
 # %% ../nbs/90_bench.ipynb #0ef90069
 STUDIES = {
     'grpo_gpu': dict(title='GRPO at GPU scale vs its cold start and vs the same time of SFT',
-                     plans=dict(main=_grpo_gpu_main, heldout=_grpo_gpu_heldout, probe=_grpo_gpu_probe, smoke=lambda: dict(SMOKE_PLAN)),
+                     plans=dict(main=_grpo_gpu_main, heldout=_grpo_gpu_heldout, probe=_grpo_gpu_probe,
+                                smoke=lambda: dict(SMOKE_PLAN)),
                      analyze=('main', 'heldout'), comparisons=_grpo_gpu_comparisons, same=_grpo_gpu_same),
     'grpo_vs_sft': dict(title='GRPO vs SFT (the CPU default\'s GRPO phase)', plans=dict(sweep2=_grpo_vs_sft_sweep2),
                         analyze=('sweep1', 'sweep2'), comparisons=_grpo_vs_sft_comparisons),
@@ -659,7 +730,8 @@ def _write_analysis(study: str, runs_dir: str, out_dir) -> str:
 
 @benchmark('grpo_gpu')
 def grpo_gpu(plan: str = 'main', budget_s: float = 560.0, scratch: str = '', out_dir: str | None = None) -> dict:
-    "GRPO at GPU scale vs its cold start and the same time of SFT: train runs side by side (plans main, heldout, probe, smoke)."
+    ("GRPO at GPU scale vs its cold start and the same time of SFT: train runs side by side "
+     "(plans main, heldout, probe, smoke).")
     return run_study('grpo_gpu', plan, budget_s, scratch, out_dir)
 
 @benchmark('grpo_gpu_results', folder='grpo_gpu')
@@ -670,7 +742,8 @@ def grpo_gpu_results(runs_dir: str = '', out_dir: str | None = None) -> str:
 # %% ../nbs/90_bench.ipynb #8de08c8c
 @benchmark('grpo_vs_sft')
 def grpo_vs_sft(plan: str = 'sweep2', budget_s: float = 560.0, scratch: str = '', out_dir: str | None = None) -> dict:
-    "The CPU default's short GRPO phase vs its cold start and the same compute of SFT: train runs side by side (plan sweep2)."
+    ("The CPU default's short GRPO phase vs its cold start and the same compute of SFT: train runs side by side "
+     "(plan sweep2).")
     return run_study('grpo_vs_sft', plan, budget_s, scratch, out_dir)
 
 @benchmark('grpo_vs_sft_results', folder='grpo_vs_sft')
@@ -684,9 +757,12 @@ ISA_ENV = {'avx2': dict(ATEN_CPU_CAPABILITY='avx2', MKL_CBWR='AVX2', ONEDNN_MAX_
            'default': dict(ATEN_CPU_CAPABILITY='default', MKL_CBWR='COMPATIBLE', ONEDNN_MAX_CPU_ISA='SSE41')}
 
 def _train_cli(out: Path, flags: dict, env: dict | None = None) -> dict:
-    "Run `python -m timer1_lib.train` with `flags` into `out`; its metrics.json (CalledProcessError with the log tail on failure)."
-    args = [sys.executable, '-m', 'timer1_lib.train', '--out_dir', str(out)] + [x for k, v in flags.items() for x in (f'--{k}', str(v))]
-    r = subprocess.run(args, capture_output=True, text=True, cwd=repo_root() or None, env={**os.environ, **(env or {})})
+    ("Run `python -m timer1_lib.train` with `flags` into `out`; its metrics.json "
+     "(CalledProcessError with the log tail on failure).")
+    args = ([sys.executable, '-m', 'timer1_lib.train', '--out_dir', str(out)]
+            + [x for k, v in flags.items() for x in (f'--{k}', str(v))])
+    r = subprocess.run(args, capture_output=True, text=True, cwd=repo_root() or None,
+                       env={**os.environ, **(env or {})})
     if r.returncode: raise subprocess.CalledProcessError(r.returncode, args, r.stdout[-3000:], r.stderr[-3000:])
     return json.loads((out / 'metrics.json').read_text())
 
@@ -696,8 +772,8 @@ def _phase_numbers(m: dict) -> dict:
 
 # %% ../nbs/90_bench.ipynb #d32b36ea
 @benchmark('cpu_isa')
-def cpu_isa(isas: tuple = ('avx2', 'default', 'avx2'), cold_start_steps: int = 100, eval_limit: int = 40, seed: int = 0,
-            out_dir: str | None = None) -> dict:
+def cpu_isa(isas: tuple = ('avx2', 'default', 'avx2'), cold_start_steps: int = 100, eval_limit: int = 40,
+            seed: int = 0, out_dir: str | None = None) -> dict:
     "Same seed, same machine, one CPU kernel set per run (ISA_ENV): a short SFT-only training; equal numbers per set?"
     flags = dict(grpo=False, cold_start_steps=cold_start_steps, eval_limit=eval_limit, eval_before=False, seed=seed)
     res = dict(machine=machine_info(), flags=flags, runs=[])
@@ -716,14 +792,18 @@ def cpu_isa(isas: tuple = ('avx2', 'default', 'avx2'), cold_start_steps: int = 1
 # %% ../nbs/90_bench.ipynb #771e78fc
 @benchmark('entry_points')
 def entry_points(preset: str = 'cpu', seed: int = 0, out_dir: str | None = None) -> dict:
-    "`python -m timer1_lib.train --preset P --seed S` and `papermill nbs/train.ipynb -p preset P -p seed S`: same metrics?"
+    ("`python -m timer1_lib.train --preset P --seed S` and `papermill nbs/train.ipynb -p preset P -p seed S`: "
+     "same metrics?")
     root = repo_root() or Path.cwd()
     res = dict(machine=machine_info(), preset=preset, seed=seed)
     with tempfile.TemporaryDirectory(prefix='timer1_entry_points_') as d:
-        t0 = time.perf_counter(); cli = _train_cli(Path(d) / 'cli', dict(preset=preset, seed=seed)); t_cli = time.perf_counter() - t0
-        args = [sys.executable, '-m', 'papermill', str(root / 'nbs' / 'train.ipynb'), str(Path(d) / 'train.ipynb'), '--cwd',
-                str(root / 'nbs'), '-p', 'preset', preset, '-p', 'seed', str(seed), '-p', 'out_dir', str(Path(d) / 'nb')]
-        t0 = time.perf_counter(); subprocess.run(args, check=True, capture_output=True, env={**os.environ, 'MPLBACKEND': 'Agg'})
+        t0 = time.perf_counter(); cli = _train_cli(Path(d) / 'cli', dict(preset=preset, seed=seed))
+        t_cli = time.perf_counter() - t0
+        args = [sys.executable, '-m', 'papermill', str(root / 'nbs' / 'train.ipynb'), str(Path(d) / 'train.ipynb'),
+                '--cwd', str(root / 'nbs'), '-p', 'preset', preset, '-p', 'seed', str(seed),
+                '-p', 'out_dir', str(Path(d) / 'nb')]
+        t0 = time.perf_counter()
+        subprocess.run(args, check=True, capture_output=True, env={**os.environ, 'MPLBACKEND': 'Agg'})
         nb = json.loads((Path(d) / 'nb' / 'metrics.json').read_text()); t_nb = time.perf_counter() - t0
     res.update(cli=_phase_numbers(cli), notebook=_phase_numbers(nb), equal=_phase_numbers(cli) == _phase_numbers(nb),
                seconds=dict(cli=round(t_cli), notebook=round(t_nb)))

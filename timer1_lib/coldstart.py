@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
+from fastcore.basics import patch
 from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
@@ -28,7 +29,7 @@ from .rewards import REWARDS, parse_answer
 from .video import VideoArgs, VideoSamplingConfig, load_video, processor_video_kwargs
 
 # %% auto #0
-__all__ = ['DECIMALS', 'EVIDENCE_STYLES', 'CONCLUSION', 'COT_FIELDS', 'fmt_time', 'answer_text', 'evidence_line',
+__all__ = ['DECIMALS', 'CONCLUSION', 'EVIDENCE_STYLES', 'COT_FIELDS', 'fmt_time', 'answer_text', 'evidence_line',
            'select_captions', 'cot_target', 'split_completion', 'check_cot', 'load_cot_examples', 'write_cot_examples',
            'ColdStartConfig', 'cot_rows', 'cot_dataset', 'VideoSFTCollator', 'ColdStartTrainer', 'cot_loss',
            'cold_start', 'GroundingEvalCallback']
@@ -36,12 +37,13 @@ __all__ = ['DECIMALS', 'EVIDENCE_STYLES', 'CONCLUSION', 'COT_FIELDS', 'fmt_time'
 # %% ../nbs/13_coldstart.ipynb #b1054e5f
 DECIMALS = 2   # THINK_TEMPLATE asks for "seconds, precise to two decimal places"
 
-EVIDENCE_STYLES = {
-    'span': '<{start} to {end}: {caption}>',                        # the issue's `<t_s to t_e: caption>`
-    'timestep': '<timestep>{start} to {end}</timestep> {caption}',   # the tags THINK_TEMPLATE names
-}
-
 CONCLUSION = 'So the event happens from {start} to {end}.'
+
+EVIDENCE_STYLES = {   # line: one evidence line; sep: between lines; conclusion: last line (or None); pad: inside <think>
+    'seed': dict(line='{start} to {end}: {caption}', sep='; ', conclusion=None, pad=' '),   # Time-R1 paper / the seed
+    'span': dict(line='<{start} to {end}: {caption}>', sep='\n', conclusion=CONCLUSION, pad=''),
+    'timestep': dict(line='<timestep>{start} to {end}</timestep> {caption}', sep='\n', conclusion=CONCLUSION, pad=''),
+}
 
 def fmt_time(t: float) -> str:
     "Seconds with `DECIMALS` decimals (`2.5` -> `'2.50'`), as the Time-R1 prompt asks for."
@@ -52,10 +54,15 @@ def answer_text(segment: Sequence[float]) -> str:
     s, e = segment
     return f'<answer>{fmt_time(s)} to {fmt_time(e)}</answer>'
 
-def evidence_line(c: dict, style: str = 'span') -> str:
-    "One timed evidence line from a caption dict `{start, end, caption}` (`<2.00 to 5.50: a red square ...>`)."
+def _style(style: str) -> dict:
     if style not in EVIDENCE_STYLES: raise ValueError(f"evidence style must be one of {list(EVIDENCE_STYLES)}, got {style!r}")
-    return EVIDENCE_STYLES[style].format(start=fmt_time(c['start']), end=fmt_time(c['end']), caption=' '.join(str(c['caption']).split()))
+    return EVIDENCE_STYLES[style]
+
+def evidence_line(c: dict, style: str = 'seed') -> str:
+    "One timed evidence line from a caption dict `{start, end, caption}` (`2.00 to 5.50: a red square ...`)."
+    st, cap = _style(style), ' '.join(str(c['caption']).split())
+    if st['sep'].strip(): cap = cap.replace(st['sep'].strip(), ',')   # a caption must not split its own line
+    return st['line'].format(start=fmt_time(c['start']), end=fmt_time(c['end']), caption=cap)
 
 # %% ../nbs/13_coldstart.ipynb #559f20b8
 _BG_OPS = ('bg', 'bg_change')
@@ -126,10 +133,10 @@ def select_captions(item: GroundingItem, captions: list[dict] | None = None, max
     return [caps[i] for i in sorted(keep, key=lambda i: (caps[i]['start'], caps[i]['end'], i))]
 
 # %% ../nbs/13_coldstart.ipynb #1b5e326d
-def cot_target(item: GroundingItem, captions: list[dict] | None = None, think: bool = True, style: str = 'span',
+def cot_target(item: GroundingItem, captions: list[dict] | None = None, think: bool = True, style: str = 'seed',
                max_evidence: int = 4) -> str:
-    "The SFT completion for `item`: `<think>evidence lines + conclusion</think> <answer>s to e</answer>`."
-    ans = answer_text(item.segment)
+    "The SFT completion for `item`: `<think> t_s1 to t_e1: c_1; ... </think> <answer>s to e</answer>` (style `seed`)."
+    ans, st = answer_text(item.segment), _style(style)
     if not think: return ans
     if captions is None and item.meta.get('cot') is not None:
         reasoning, problems = check_cot(item.meta['cot'], item)
@@ -139,8 +146,9 @@ def cot_target(item: GroundingItem, captions: list[dict] | None = None, think: b
             raise ValueError(f"item {item.id!r}: nothing to build a CoT target from: it needs meta['cot'] (a user CoT "
                              f"file, see load_cot_examples) or meta['captions'] (SynthTVG dense captions)")
         lines = [evidence_line(c, style) for c in select_captions(item, captions, max_evidence)]
-        reasoning = '\n'.join(lines + [CONCLUSION.format(start=fmt_time(item.segment[0]), end=fmt_time(item.segment[1]))])
-    return f'<think>{reasoning}</think> {ans}'
+        if st['conclusion']: lines.append(st['conclusion'].format(start=fmt_time(item.segment[0]), end=fmt_time(item.segment[1])))
+        reasoning = st['sep'].join(lines)
+    return f"<think>{st['pad']}{reasoning}{st['pad']}</think> {ans}"
 
 def split_completion(text: str) -> tuple[str, str | None]:
     "(reasoning, answer span or None) of `<think>r</think> <answer>a</answer>`, `r <answer>a</answer>` or bare `r`."
@@ -228,8 +236,9 @@ class ColdStartConfig(VideoArgs, SFTConfig):
     "`trl.SFTConfig` plus the cold-start knobs (CoT target, frozen ViT, video sampling as `TimeR1Config`)."
     think: bool = field(default=True, metadata={"help":
         "Train `<think>...</think> <answer>...</answer>` targets under the Time-R1 think prompt; False: `<answer>` only, no-think prompt."})
-    evidence_style: str = field(default='span', metadata={"help":
-        f"Evidence line format of SynthTVG targets: one of {list(EVIDENCE_STYLES)}."})
+    evidence_style: str = field(default='seed', metadata={"help":
+        f"Reasoning format of SynthTVG targets: one of {list(EVIDENCE_STYLES)}; 'seed' = the Time-R1 paper's "
+        f"`<think> t_s1 to t_e1: C1; t_s2 to t_e2: C2 </think>`."})
     max_evidence: int = field(default=4, metadata={"help": "Most evidence lines per SynthTVG target."})
     freeze_vision: bool = field(default=True, metadata={"help":
         "Freeze the vision tower (as Time-R1 `fix_vit`); the patch merger stays trainable unless `train_merger=False`."})
@@ -260,7 +269,7 @@ class ColdStartConfig(VideoArgs, SFTConfig):
         self.dataset_kwargs = {**(self.dataset_kwargs or {}), 'skip_prepare_dataset': True}  # rows are tokenized in the collator
 
 # %% ../nbs/13_coldstart.ipynb #66909c7f
-def cot_rows(items: Iterable[GroundingItem], think: bool = True, style: str = 'span', max_evidence: int = 4,
+def cot_rows(items: Iterable[GroundingItem], think: bool = True, style: str = 'seed', max_evidence: int = 4,
              video_root: str | os.PathLike | None = None, check_files: bool = True) -> list[dict]:
     "One SFT row per item: `id`, `video`, `clip`, `query`, `target` (= `cot_target`), `segment`, `duration`."
     rows = []
@@ -299,56 +308,66 @@ class VideoSFTCollator:
         self.vision_ids = torch.tensor(vision_token_ids(self.processor))
         self._warned = False
 
-    def _clip(self, r: dict):
-        try: return load_video(r['video'], clip=r.get('clip'), config=self.video_config, cache=self.cache, video_root=self.video_root)
-        except Exception as e:
-            if hasattr(e, 'add_note'): e.add_note(f"while decoding the video of row id={r.get('id')!r}")
-            raise
+# %% ../nbs/13_coldstart.ipynb #23f277e6
+@patch
+def _clip(self: VideoSFTCollator, r: dict):
+    "The decoded clip of row `r` (the training video sampling, the frame cache)."
+    try: return load_video(r['video'], clip=r.get('clip'), config=self.video_config, cache=self.cache, video_root=self.video_root)
+    except Exception as e:
+        if hasattr(e, 'add_note'): e.add_note(f"while decoding the video of row id={r.get('id')!r}")
+        raise
 
-    def __call__(self, rows: Sequence[dict]) -> dict:
-        rows = list(rows)
-        for r in rows:
-            miss = [k for k in ('video', 'query', 'target') if r.get(k) is None]
-            if miss: raise KeyError(f"row {r.get('id')!r}: missing {miss}; rows come from cot_rows / cot_dataset")
-        clips = [self._clip(r) for r in rows]
-        prompts = [build_prompt(self.processor, r['query'], think=self.think) for r in rows]
-        enc = self.processor(text=prompts, padding=True, return_tensors='pt', **processor_video_kwargs(clips, self.processor))
-        keep = enc['attention_mask'].bool()
-        comps = self.tok([r['target'] + self.tok.eos_token for r in rows], add_special_tokens=False)['input_ids']
-        ids, labs = [], []
-        for j, (r, c) in enumerate(zip(rows, comps)):
-            p = enc['input_ids'][j][keep[j]]
-            if self.max_length is not None and len(p) + len(c) > self.max_length:
-                room = self.max_length - len(p)
-                if room < 1:
-                    raise ValueError(f"row {r.get('id')!r}: the prompt alone is {len(p)} tokens ({int((p == self.video_id).sum())} "
-                                     f"video tokens) >= max_length={self.max_length}; raise max_length or sample fewer/smaller "
-                                     f"frames (video_fps, video_max_frames, video_total_pixels)")
-                if not self._warned:
-                    warnings.warn(f"row {r.get('id')!r}: target cut from {len(c)} to {room} tokens by max_length={self.max_length} "
-                                  f"(it loses its end, so the model is not taught to stop there); further cuts are silent")
-                    self._warned = True
-                c = c[:room]
-            c = torch.tensor(c, dtype=p.dtype)
-            if self.completion_only_loss: pl = torch.full_like(p, -100)
-            else: pl = p.masked_fill(torch.isin(p, self.vision_ids), -100)
-            ids.append(torch.cat([p, c])); labs.append(torch.cat([pl, c]))
-        L = max(len(x) for x in ids)
-        input_ids = torch.full((len(rows), L), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), L), -100, dtype=torch.long)
-        attn = torch.zeros((len(rows), L), dtype=torch.long)
-        for j, (x, y) in enumerate(zip(ids, labs)):   # right padding
-            input_ids[j, :len(x)], labels[j, :len(y)], attn[j, :len(x)] = x, y, 1
-        return dict(input_ids=input_ids, attention_mask=attn, labels=labels,
-                    pixel_values_videos=enc['pixel_values_videos'], video_grid_thw=enc['video_grid_thw'],
-                    second_per_grid_ts=torch.as_tensor(enc['second_per_grid_ts'], dtype=torch.float32).reshape(-1),
-                    mm_token_type_ids=mm_token_type_ids(input_ids, self.video_id, self.image_id))
+# %% ../nbs/13_coldstart.ipynb #6376a178
+@patch
+def _join(self: VideoSFTCollator, r: dict, p: torch.Tensor, c: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    "(input ids, labels) of prompt ids `p` + target ids `c` of row `r`: the target cut to `max_length`, the prompt masked."
+    if self.max_length is not None and len(p) + len(c) > self.max_length:
+        room = self.max_length - len(p)
+        if room < 1:
+            raise ValueError(f"row {r.get('id')!r}: the prompt alone is {len(p)} tokens ({int((p == self.video_id).sum())} "
+                             f"video tokens) >= max_length={self.max_length}; raise max_length or sample fewer/smaller "
+                             f"frames (video_fps, video_max_frames, video_total_pixels)")
+        if not self._warned:
+            warnings.warn(f"row {r.get('id')!r}: target cut from {len(c)} to {room} tokens by max_length={self.max_length} "
+                          f"(it loses its end, so the model is not taught to stop there); further cuts are silent")
+            self._warned = True
+        c = c[:room]
+    c = torch.tensor(c, dtype=p.dtype)
+    if self.completion_only_loss: pl = torch.full_like(p, -100)
+    else: pl = p.masked_fill(torch.isin(p, self.vision_ids), -100)
+    return torch.cat([p, c]), torch.cat([pl, c])
 
-    @classmethod
-    def from_config(cls, processor, config: ColdStartConfig, cache=None) -> VideoSFTCollator:
-        "The collator `ColdStartTrainer` builds for `config`."
-        return cls(processor, config.video_sampling(), config.think, config.frame_cache() if cache is None else cache,
-                   config.video_root, config.max_length, bool(config.completion_only_loss))
+# %% ../nbs/13_coldstart.ipynb #43def104
+@patch
+def __call__(self: VideoSFTCollator, rows: Sequence[dict]) -> dict:
+    "A right-padded batch: `input_ids`, `attention_mask`, `labels` and the video tensors of the rows' clips."
+    rows = list(rows)
+    for r in rows:
+        miss = [k for k in ('video', 'query', 'target') if r.get(k) is None]
+        if miss: raise KeyError(f"row {r.get('id')!r}: missing {miss}; rows come from cot_rows / cot_dataset")
+    clips = [self._clip(r) for r in rows]
+    prompts = [build_prompt(self.processor, r['query'], think=self.think) for r in rows]
+    enc = self.processor(text=prompts, padding=True, return_tensors='pt', **processor_video_kwargs(clips, self.processor))
+    keep = enc['attention_mask'].bool()
+    comps = self.tok([r['target'] + self.tok.eos_token for r in rows], add_special_tokens=False)['input_ids']
+    ids, labs = zip(*[self._join(r, enc['input_ids'][j][keep[j]], c) for j, (r, c) in enumerate(zip(rows, comps))])
+    L = max(len(x) for x in ids)
+    input_ids = torch.full((len(rows), L), self.pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), L), -100, dtype=torch.long)
+    attn = torch.zeros((len(rows), L), dtype=torch.long)
+    for j, (x, y) in enumerate(zip(ids, labs)):   # right padding
+        input_ids[j, :len(x)], labels[j, :len(y)], attn[j, :len(x)] = x, y, 1
+    return dict(input_ids=input_ids, attention_mask=attn, labels=labels,
+                pixel_values_videos=enc['pixel_values_videos'], video_grid_thw=enc['video_grid_thw'],
+                second_per_grid_ts=torch.as_tensor(enc['second_per_grid_ts'], dtype=torch.float32).reshape(-1),
+                mm_token_type_ids=mm_token_type_ids(input_ids, self.video_id, self.image_id))
+
+# %% ../nbs/13_coldstart.ipynb #d98dc8ae
+@patch(cls_method=True)
+def from_config(cls: VideoSFTCollator, processor, config: ColdStartConfig, cache=None) -> VideoSFTCollator:
+    "The collator `ColdStartTrainer` builds for `config`."
+    return cls(processor, config.video_sampling(), config.think, config.frame_cache() if cache is None else cache,
+               config.video_root, config.max_length, bool(config.completion_only_loss))
 
 # %% ../nbs/13_coldstart.ipynb #9173a5bd
 def _as_dataset(data, args: ColdStartConfig, what: str):

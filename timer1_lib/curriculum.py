@@ -12,9 +12,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, TrainerCallback
+from fastcore.basics import patch
+from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from .core import append_jsonl, atomic_write
 from .data import GroundingItem
@@ -232,78 +232,105 @@ class CurriculumCallback(TrainerCallback):
     def _say(self, msg: str) -> None:
         if self.verbose: print(f"[curriculum] {msg}")
 
-    def predict_kwargs(self, args) -> dict:
-        "`infer.predict` arguments for re-scoring: the training video sampling, greedy, `max_completion_length` tokens."
-        kw = dict(batch_size=self.batch_size, think=self.think,
-                  max_new_tokens=self.max_new_tokens or getattr(args, 'max_completion_length', None) or 200)
-        if hasattr(args, 'video_sampling'):
-            kw.update(video_config=args.video_sampling(), video_root=args.video_root,
-                      cache=args.frame_cache())
-        return kw
+# %% ../nbs/10_curriculum.ipynb #ab882b5a
+@patch
+def predict_kwargs(self: CurriculumCallback, args) -> dict:
+    "`infer.predict` arguments for re-scoring: the training video sampling, greedy, `max_completion_length` tokens."
+    kw = dict(batch_size=self.batch_size, think=self.think,
+              max_new_tokens=self.max_new_tokens or getattr(args, 'max_completion_length', None) or 200)
+    if hasattr(args, 'video_sampling'):
+        kw.update(video_config=args.video_sampling(), video_root=args.video_root,
+                  cache=args.frame_cache())
+    return kw
 
-    def score(self, model, processor, items: list[GroundingItem], args, out_path=None) -> list[float]:
-        "100*IoU per item; with several processes each scores a shard and the results are gathered."
-        from accelerate import PartialState
-        ps, kw = PartialState(), self.predict_kwargs(args)
-        if self.score_fn is score_difficulty and out_path is not None and ps.num_processes == 1:
-            kw.update(out_path=out_path, overwrite=True)
-        if ps.num_processes == 1: return [float(v) for v in self.score_fn(model, processor, items, **kw)]
-        from accelerate.utils import gather_object
-        mine = items[ps.process_index::ps.num_processes]
-        got = dict(gather_object([(it.id, float(v)) for it, v in zip(mine, self.score_fn(model, processor, mine, **kw))]))
-        return [got[it.id] for it in items]
+# %% ../nbs/10_curriculum.ipynb #ec1edb0e
+@patch
+def score(self: CurriculumCallback, model, processor, items: list[GroundingItem], args, out_path=None) -> list[float]:
+    "100*IoU per item; with several processes each scores a shard and the results are gathered."
+    from accelerate import PartialState
+    ps, kw = PartialState(), self.predict_kwargs(args)
+    if self.score_fn is score_difficulty and out_path is not None and ps.num_processes == 1:
+        kw.update(out_path=out_path, overwrite=True)
+    if ps.num_processes == 1: return [float(v) for v in self.score_fn(model, processor, items, **kw)]
+    from accelerate.utils import gather_object
+    mine = items[ps.process_index::ps.num_processes]
+    got = dict(gather_object([(it.id, float(v)) for it, v in zip(mine, self.score_fn(model, processor, mine, **kw))]))
+    return [got[it.id] for it in items]
 
-    def on_step_end(self, args, state, control, **kw):
-        # Why: after a resume the Trainer's epoch counter is not the curriculum's; log the curriculum's
-        st = self.state
-        if self.steps_for is not None:
-            state.epoch = st.epoch + min(1.0, (state.global_step - st.epoch_start_step) / max(self.steps_for(len(st.remaining)), 1))
+# %% ../nbs/10_curriculum.ipynb #3671b1e6
+@patch
+def on_step_end(self: CurriculumCallback, args, state, control, **kw):
+    # Why: after a resume the Trainer's epoch counter is not the curriculum's; log the curriculum's
+    st = self.state
+    if self.steps_for is not None:
+        state.epoch = st.epoch + min(1.0, (state.global_step - st.epoch_start_step) / max(self.steps_for(len(st.remaining)), 1))
 
-    def on_epoch_end(self, args, state, control, model=None, processing_class=None, **kw):
-        if self.expect_empty_epoch:   # resumed at an epoch's last step: the Trainer saw no batch and asked to stop
-            control.should_training_stop, self.expect_empty_epoch = False, False
-        st, t0 = self.state, time.perf_counter()
-        e, target = st.epoch + 1, math.ceil(args.num_train_epochs)
-        before = list(st.remaining)
-        rescore = (e < target or self.rescore_last) and bool(before)
-        dropped, ious = {}, []
-        if rescore:
-            if model is None and self.score_fn is score_difficulty:   # never fall back to the stored base-model scores
-                raise ValueError("CurriculumCallback.on_epoch_end: no model to re-score with (the Trainer passes `model`)")
-            out = self.run_dir(args) / 'curriculum' / f'scores_epoch{e}.jsonl' if args.should_save else None
-            ious = [d / 100 for d in self.score(model, processing_class, [self.items[i] for i in before], args, out)]
-            dropped = {i: round(v, 6) for i, v in zip(before, ious) if v > self.drop_iou}
-        st.remaining = [i for i in before if i not in dropped]
-        st.dropped.append(dropped)
-        st.epoch, st.epoch_start_step = e, state.global_step
-        rec = dict(epoch=e, global_step=state.global_step, n_before=len(before), rescored=rescore,
-                   mean_iou=float(np.mean(ious)) if ious else None, drop_iou=self.drop_iou, n_dropped=len(dropped),
-                   n_remaining=len(st.remaining), seconds=round(time.perf_counter() - t0, 3))
-        st.history.append(rec)
-        self.pending_log = {'curriculum/epoch': e, 'curriculum/n_dropped': len(dropped), 'curriculum/n_remaining': len(st.remaining),
-                            **({'curriculum/mean_iou': rec['mean_iou']} if rescore else {})}
-        state.epoch = float(e)
-        if rescore: self._say(f"epoch {e}: re-scored {len(before)} items (mean IoU {rec['mean_iou']:.3f}), dropped "
-                              f"{len(dropped)} with IoU > {self.drop_iou}; {len(st.remaining)} remain")
-        if e < target and not st.remaining:
-            st.stopped = f"every item was dropped after epoch {e} (all {len(before)} had IoU > {self.drop_iou}); training stops"
-        elif e < target and len(st.remaining) < self.min_items:
-            st.stopped = (f"only {len(st.remaining)} items remain after epoch {e}, fewer than one generation batch "
-                          f"({self.min_items} prompts); training stops")
-        if st.stopped: self._say(st.stopped)
-        if st.stopped or e >= target: control.should_training_stop = True
-        if args.should_save:
-            st.save(self.run_dir(args) / STATE_FILE)
-            append_jsonl(self.run_dir(args) / 'curriculum.jsonl', rec)
+# %% ../nbs/10_curriculum.ipynb #d4715628
+@patch
+def _rescore(self: CurriculumCallback, args, e: int, ids: list[str], model, processing_class) -> list[float]:
+    "IoU in [0, 1] of each of `ids` under the current model; its predictions go to `curriculum/scores_epoch{e}.jsonl`."
+    if model is None and self.score_fn is score_difficulty:   # never fall back to the stored base-model scores
+        raise ValueError("CurriculumCallback.on_epoch_end: no model to re-score with (the Trainer passes `model`)")
+    out = self.run_dir(args) / 'curriculum' / f'scores_epoch{e}.jsonl' if args.should_save else None
+    return [d / 100 for d in self.score(model, processing_class, [self.items[i] for i in ids], args, out)]
 
-    def on_save(self, args, state, control, **kw):
-        if not args.should_save: return
-        ckpt = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-        if ckpt.is_dir(): self.state.save(ckpt / STATE_FILE)
-        self.state.save(self.run_dir(args) / STATE_FILE)
+# %% ../nbs/10_curriculum.ipynb #b409c702
+@patch
+def _stop_reason(self: CurriculumCallback, e: int, target: int, n_before: int) -> str | None:
+    "Why training stops after epoch `e` of `target` with the pool that is left (None: it goes on)."
+    n = len(self.state.remaining)
+    if e < target and not n:
+        return f"every item was dropped after epoch {e} (all {n_before} had IoU > {self.drop_iou}); training stops"
+    if e < target and n < self.min_items:
+        return (f"only {n} items remain after epoch {e}, fewer than one generation batch "
+                f"({self.min_items} prompts); training stops")
+    return None
 
-    def on_train_end(self, args, state, control, **kw):
-        if args.should_save: self.state.save(self.run_dir(args) / STATE_FILE)
+# %% ../nbs/10_curriculum.ipynb #b5125462
+@patch
+def on_epoch_end(self: CurriculumCallback, args, state, control, model=None, processing_class=None, **kw):
+    if self.expect_empty_epoch:   # resumed at an epoch's last step: the Trainer saw no batch and asked to stop
+        control.should_training_stop, self.expect_empty_epoch = False, False
+    st, t0 = self.state, time.perf_counter()
+    e, target = st.epoch + 1, math.ceil(args.num_train_epochs)
+    before = list(st.remaining)
+    rescore = (e < target or self.rescore_last) and bool(before)
+    dropped, ious = {}, []
+    if rescore:
+        ious = self._rescore(args, e, before, model, processing_class)
+        dropped = {i: round(v, 6) for i, v in zip(before, ious) if v > self.drop_iou}
+    st.remaining = [i for i in before if i not in dropped]
+    st.dropped.append(dropped)
+    st.epoch, st.epoch_start_step = e, state.global_step
+    rec = dict(epoch=e, global_step=state.global_step, n_before=len(before), rescored=rescore,
+               mean_iou=float(np.mean(ious)) if ious else None, drop_iou=self.drop_iou, n_dropped=len(dropped),
+               n_remaining=len(st.remaining), seconds=round(time.perf_counter() - t0, 3))
+    st.history.append(rec)
+    self.pending_log = {'curriculum/epoch': e, 'curriculum/n_dropped': len(dropped), 'curriculum/n_remaining': len(st.remaining),
+                        **({'curriculum/mean_iou': rec['mean_iou']} if rescore else {})}
+    state.epoch = float(e)
+    if rescore: self._say(f"epoch {e}: re-scored {len(before)} items (mean IoU {rec['mean_iou']:.3f}), dropped "
+                          f"{len(dropped)} with IoU > {self.drop_iou}; {len(st.remaining)} remain")
+    why = self._stop_reason(e, target, len(before))
+    if why: st.stopped = why
+    if st.stopped: self._say(st.stopped)
+    if st.stopped or e >= target: control.should_training_stop = True
+    if args.should_save:
+        st.save(self.run_dir(args) / STATE_FILE)
+        append_jsonl(self.run_dir(args) / 'curriculum.jsonl', rec)
+
+# %% ../nbs/10_curriculum.ipynb #b9b09a98
+@patch
+def on_save(self: CurriculumCallback, args, state, control, **kw):
+    if not args.should_save: return
+    ckpt = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+    if ckpt.is_dir(): self.state.save(ckpt / STATE_FILE)
+    self.state.save(self.run_dir(args) / STATE_FILE)
+
+# %% ../nbs/10_curriculum.ipynb #39d2d50c
+@patch
+def on_train_end(self: CurriculumCallback, args, state, control, **kw):
+    if args.should_save: self.state.save(self.run_dir(args) / STATE_FILE)
 
 # %% ../nbs/10_curriculum.ipynb #3ef995d8
 class CurriculumTrainer(TimeR1Trainer):
@@ -336,69 +363,66 @@ class CurriculumTrainer(TimeR1Trainer):
         cb.min_items = max(cb.min_items, self.prompts_per_generation)
         cb.steps_for = self.steps_per_epoch
 
-    def steps_per_epoch(self, n_items: int) -> int:
-        "Optimizer steps of an epoch over `n_items` prompts (an incomplete last generation batch is dropped, as in TRL)."
-        micro = (n_items // self.prompts_per_generation) * self.num_iterations * self.args.steps_per_generation
-        return math.ceil(micro / self.args.gradient_accumulation_steps)
+# %% ../nbs/10_curriculum.ipynb #3c5268aa
+@patch
+def steps_per_epoch(self: CurriculumTrainer, n_items: int) -> int:
+    "Optimizer steps of an epoch over `n_items` prompts (an incomplete last generation batch is dropped, as in TRL)."
+    micro = (n_items // self.prompts_per_generation) * self.num_iterations * self.args.steps_per_generation
+    return math.ceil(micro / self.args.gradient_accumulation_steps)
 
-    def _get_train_sampler(self, dataset=None) -> CurriculumSampler:
-        dataset = self.train_dataset if dataset is None else dataset
-        s = CurriculumSampler(list(dataset['id']), self.curriculum.state, mini_repeat_count=self.num_generations,
-                              batch_size=self.prompts_per_generation,
-                              repeat_count=self.num_iterations * self.args.steps_per_generation,
-                              shuffle=self.shuffle_dataset, seed=self.args.seed)
-        s.skip, self._pending_skip = self._pending_skip, 0
-        self._sampler = s
-        return s
+# %% ../nbs/10_curriculum.ipynb #694509f7
+@patch
+def _get_train_sampler(self: CurriculumTrainer, dataset=None) -> CurriculumSampler:
+    dataset = self.train_dataset if dataset is None else dataset
+    s = CurriculumSampler(list(dataset['id']), self.curriculum.state, mini_repeat_count=self.num_generations,
+                          batch_size=self.prompts_per_generation,
+                          repeat_count=self.num_iterations * self.args.steps_per_generation,
+                          shuffle=self.shuffle_dataset, seed=self.args.seed)
+    s.skip, self._pending_skip = self._pending_skip, 0
+    self._sampler = s
+    return s
 
-    def log(self, logs: dict, start_time: float | None = None) -> None:
-        "TRL's `log`, plus the latest epoch end's `curriculum/*` numbers on the next training log line."
-        if self.curriculum.pending_log and not any(k.startswith('eval_') for k in logs):
-            logs, self.curriculum.pending_log = {**logs, **self.curriculum.pending_log}, {}
-        super().log(logs, start_time)
+# %% ../nbs/10_curriculum.ipynb #25142d0c
+@patch
+def log(self: CurriculumTrainer, logs: dict, start_time: float | None = None) -> None:
+    "TRL's `log`, plus the latest epoch end's `curriculum/*` numbers on the next training log line."
+    if self.curriculum.pending_log and not any(k.startswith('eval_') for k in logs):
+        logs, self.curriculum.pending_log = {**logs, **self.curriculum.pending_log}, {}
+    super(CurriculumTrainer, self).log(logs, start_time)
 
-    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
-        "`Trainer.train`, restoring the curriculum state (and the position in the epoch) from the checkpoint."
-        if resume_from_checkpoint is True:   # the newest checkpoint that was fully written (a kill can cut a save short)
-            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None: raise ValueError(f"No complete checkpoint found in output directory ({self.args.output_dir})")
-        if resume_from_checkpoint: self._restore_curriculum(resume_from_checkpoint)
-        elif self.curriculum.state.epoch or self.curriculum.state.epoch_start_step:
-            raise ValueError("CurriculumTrainer.train(): the curriculum already ran in this trainer; build a new "
-                             "CurriculumTrainer, or pass resume_from_checkpoint")
-        old, self.args.ignore_data_skip = self.args.ignore_data_skip, True   # we skip in the sampler (see above)
-        try: return super().train(resume_from_checkpoint=resume_from_checkpoint or None, **kwargs)
-        finally: self.args.ignore_data_skip = old
+# %% ../nbs/10_curriculum.ipynb #aa32e72c
+@patch
+def train(self: CurriculumTrainer, resume_from_checkpoint: str | bool | None = None, **kwargs):
+    "`Trainer.train`, restoring the curriculum state (and the position in the epoch) from the checkpoint."
+    if resume_from_checkpoint is True:   # the newest checkpoint that was fully written (a kill can cut a save short)
+        resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+        if resume_from_checkpoint is None: raise ValueError(f"No complete checkpoint found in output directory ({self.args.output_dir})")
+    if resume_from_checkpoint: self._restore_curriculum(resume_from_checkpoint)
+    elif self.curriculum.state.epoch or self.curriculum.state.epoch_start_step:
+        raise ValueError("CurriculumTrainer.train(): the curriculum already ran in this trainer; build a new "
+                         "CurriculumTrainer, or pass resume_from_checkpoint")
+    old, self.args.ignore_data_skip = self.args.ignore_data_skip, True   # we skip in the sampler (see above)
+    try: return super(CurriculumTrainer, self).train(resume_from_checkpoint=resume_from_checkpoint or None, **kwargs)
+    finally: self.args.ignore_data_skip = old
 
-    def _restore_curriculum(self, ckpt) -> None:
-        "Load the checkpoint's curriculum state and skip the part of its epoch that was already trained."
-        ckpt = Path(ckpt)
-        f = ckpt / STATE_FILE
-        if not f.is_file():
-            raise FileNotFoundError(f"checkpoint '{ckpt}' has no {STATE_FILE}: it was not written by a CurriculumTrainer "
-                                    f"(resuming it would restart the curriculum from the full pool)")
-        st = CurriculumState.load(f)
-        unknown = [i for i in st.remaining if i not in self.curriculum.items]
-        if unknown: raise ValueError(f"'{f}': {len(unknown)} remaining ids are not in train_items (e.g. {unknown[:3]}); "
-                                     f"resume with the same item pool")
-        gs = json.loads((ckpt / 'trainer_state.json').read_text())['global_step']
-        self.curriculum.state = st
-        a, P = self.args, self.prompts_per_generation
-        rows_per_batch = a.per_device_train_batch_size * a.steps_per_generation * a.world_size
-        epoch_rows = (len(st.remaining) // P) * P * self.num_generations * self.num_iterations * a.steps_per_generation
-        skip = max(gs - st.epoch_start_step, 0) * a.gradient_accumulation_steps * rows_per_batch if not a.ignore_data_skip else 0
-        self._pending_skip = min(skip, epoch_rows)
-        self.curriculum.expect_empty_epoch = epoch_rows > 0 and skip >= epoch_rows
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        # Why: the Trainer reloads weights with `load_state_dict(strict=False)`, but Qwen2.5-VL checkpoints store the
-        # legacy key names that only `from_pretrained` maps back: the plain load matches nothing and resumes from the
-        # initial weights, silently (QwenLM/Qwen3-VL#1763).
-        model = self.model if model is None else model
-        ckpt = Path(resume_from_checkpoint)
-        plain = (isinstance(model, PreTrainedModel) and not self.is_fsdp_enabled and not self.is_deepspeed_enabled
-                 and any((ckpt / n).is_file() for n in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME)))
-        if not plain: return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        saved = type(model).from_pretrained(ckpt, dtype=model.dtype, local_files_only=True)
-        model.load_state_dict(saved.state_dict(), strict=True)
-        del saved
+# %% ../nbs/10_curriculum.ipynb #7fa2e794
+@patch
+def _restore_curriculum(self: CurriculumTrainer, ckpt) -> None:
+    "Load the checkpoint's curriculum state and skip the part of its epoch that was already trained."
+    ckpt = Path(ckpt)
+    f = ckpt / STATE_FILE
+    if not f.is_file():
+        raise FileNotFoundError(f"checkpoint '{ckpt}' has no {STATE_FILE}: it was not written by a CurriculumTrainer "
+                                f"(resuming it would restart the curriculum from the full pool)")
+    st = CurriculumState.load(f)
+    unknown = [i for i in st.remaining if i not in self.curriculum.items]
+    if unknown: raise ValueError(f"'{f}': {len(unknown)} remaining ids are not in train_items (e.g. {unknown[:3]}); "
+                                 f"resume with the same item pool")
+    gs = json.loads((ckpt / 'trainer_state.json').read_text())['global_step']
+    self.curriculum.state = st
+    a, P = self.args, self.prompts_per_generation
+    rows_per_batch = a.per_device_train_batch_size * a.steps_per_generation * a.world_size
+    epoch_rows = (len(st.remaining) // P) * P * self.num_generations * self.num_iterations * a.steps_per_generation
+    skip = max(gs - st.epoch_start_step, 0) * a.gradient_accumulation_steps * rows_per_batch if not a.ignore_data_skip else 0
+    self._pending_skip = min(skip, epoch_rows)
+    self.curriculum.expect_empty_epoch = epoch_rows > 0 and skip >= epoch_rows

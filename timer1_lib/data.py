@@ -33,6 +33,7 @@ class GroundingItem:
     source: str | None = None                 # dataset: 'charades', 'anet', 'cosmo', 'synth', ...
     qtype: str | None = None                  # query semantic type (TVGBench qsemtype, SynthTVG query type)
     orig_segment: Segment | None = None       # the released ground truth when a loader clipped it to the duration
+    windows: tuple[Segment, ...] = ()         # every ground-truth window when there are several (primary first), else ()
     meta: dict = field(default_factory=dict)  # anything else (TVGBench bins, SynthTVG captions, ...)
 
     def __post_init__(self):
@@ -40,9 +41,14 @@ class GroundingItem:
         for k in ('clip', 'pred', 'orig_segment'):
             if getattr(self, k) is not None: setattr(self, k, _pair(getattr(self, k)))
         self.duration = float(self.duration)
+        self.windows = tuple(_pair(w) for w in self.windows)
+        if self.windows and self.windows[0] != self.segment:
+            raise ValueError(f"item {self.id!r}: windows[0] {self.windows[0]} must be the segment {self.segment}")
 
     @property
     def length(self) -> float: return self.segment[1] - self.segment[0]
+    @property
+    def gt_windows(self) -> tuple[Segment, ...]: return self.windows or (self.segment,)
 
 def _pair(x) -> Segment:
     a, b = x
@@ -63,16 +69,21 @@ class Issue:
 def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
+def _window_problems(seg, duration, what: str, tol: float) -> list[str]:
+    s, e = seg
+    if not (_finite(s) and _finite(e)): return [f'{what} {seg} is not finite']
+    if s < 0: return [f'{what} start {s} < 0']
+    if e < s: return [f'{what} end {e} < start {s}']
+    if e == s: return [f'zero-length {what} [{s}, {e}]']
+    if _finite(duration) and e > duration + tol: return [f'{what} end {e} > duration {duration}']
+    return []
+
 def check_item(it: GroundingItem, tol: float = 1e-6) -> list[str]:
-    "Problems with `it` (empty when it is valid)."
-    s, e = it.segment
+    "Problems with `it` (empty when it is valid); every ground-truth window is checked like `segment`."
     out = []
     if not _finite(it.duration) or it.duration <= 0: out.append(f'duration {it.duration!r} is not a positive number')
-    if not (_finite(s) and _finite(e)): out.append(f'segment {it.segment} is not finite')
-    elif s < 0: out.append(f'segment start {s} < 0')
-    elif e < s: out.append(f'segment end {e} < start {s}')
-    elif e == s: out.append(f'zero-length segment [{s}, {e}]')
-    elif _finite(it.duration) and e > it.duration + tol: out.append(f'segment end {e} > duration {it.duration}')
+    out += _window_problems(it.segment, it.duration, 'segment', tol)
+    for k, w in enumerate(it.windows[1:], 1): out += _window_problems(w, it.duration, f'window {k}', tol)
     if not str(it.query).strip(): out.append('empty query')
     if it.clip is not None and not (_finite(it.clip[0]) and _finite(it.clip[1]) and 0 <= it.clip[0] < it.clip[1]):
         out.append(f'bad clip window {it.clip}')
@@ -99,6 +110,15 @@ class Annotations(list):
         return (f'Annotations({len(self)} items from {self.path} [{self.format}], '
                 f'{len(self.skipped)} skipped, {len(self.clipped)} clipped)')
 
+# %% ../nbs/02_data.ipynb #cb1adde0
+def _clip_to_duration(it: GroundingItem) -> None:
+    "Cut `it.segment` and its windows to [0, duration], keeping the released values (orig_segment, meta['orig_windows'])."
+    cut = lambda w: (max(0.0, w[0]), min(w[1], it.duration))
+    if cut(it.segment) != it.segment: it.orig_segment, it.segment = it.segment, cut(it.segment)
+    if it.windows:
+        it.meta['orig_windows'] = [list(w) for w in it.windows]
+        it.windows = tuple(cut(w) for w in it.windows)
+
 # %% ../nbs/02_data.ipynb #5bd7282f
 OnError = Literal['raise', 'skip', 'clip']
 
@@ -115,10 +135,10 @@ def _collect(records: Iterable, path, fmt: str, on_error: OnError = 'raise', tol
         if it is not None and not isinstance(it, Exception) and it.id in seen:
             problems.append(f'duplicate id {it.id!r}')
         if problems and on_error == 'clip' and all(' > duration ' in p for p in problems):
-            s, e = it.segment
-            it.orig_segment, it.segment = it.segment, (max(0.0, s), min(e, it.duration))
+            why = '; '.join(problems)
+            _clip_to_duration(it)
             problems = check_item(it, tol)
-            if not problems: report.append(Issue(index, rid, f'segment end {e} > duration {it.duration}: clipped', 'clipped'))
+            if not problems: report.append(Issue(index, rid, f'{why}: clipped', 'clipped'))
         if problems and allow_zero_length and all(p.startswith('zero-length') for p in problems):
             report.append(Issue(index, rid, problems[0], 'kept')); problems = []
         if problems:
@@ -137,7 +157,7 @@ def _collect(records: Iterable, path, fmt: str, on_error: OnError = 'raise', tol
 
 # %% ../nbs/02_data.ipynb #ed352bc9
 _TIMERFT_KEYS = {'video', 'duration', 'timestamp', 'sentence', 'qid', 'video_start', 'video_end', 'difficulty',
-                 'pred', 'source', 'qtype', 'id'}
+                 'pred', 'source', 'qtype', 'id', 'windows'}
 
 def _req(r: dict, k: str):
     if not isinstance(r, dict): raise AnnotationError(f'expected an object, got {type(r).__name__}')
@@ -174,6 +194,7 @@ def _parse_timerft(data) -> Iterable:
                                pred=_seg(r, 'pred') if r.get('pred') is not None else None,
                                difficulty=_num(r, 'difficulty') if r.get('difficulty') is not None else None,
                                source=src, qtype=r.get('qtype'),
+                               windows=tuple(_seg({'w': w}, 'w') for w in r.get('windows') or ()),
                                meta={k: v for k, v in r.items() if k not in _TIMERFT_KEYS})
         except Exception as e: it = e
         yield i, rid, it
@@ -261,7 +282,8 @@ def _parse_qvh(text: str) -> Iterable:
             wins = _req(r, 'relevant_windows')
             if not wins: raise AnnotationError("empty 'relevant_windows'")
             it = GroundingItem(rid, f"{_req(r, 'vid')}.mp4", _num(r, 'duration'), str(_req(r, 'query')),
-                               _seg({'w': wins[0]}, 'w'), source='qvhighlights', meta={'windows': wins})
+                               _seg({'w': wins[0]}, 'w'), source='qvhighlights',
+                               windows=tuple(_seg({'w': w}, 'w') for w in wins))
         except json.JSONDecodeError as e: it = AnnotationError(f'line {i + 1}: malformed JSON: {e.msg}')
         except Exception as e: it = e
         yield i, rid, it
@@ -316,6 +338,7 @@ def item_to_timerft(it: GroundingItem) -> dict:
     if it.pred is not None: r['pred'] = list(it.pred)
     if it.source is not None: r['source'] = it.source
     if it.qtype is not None: r['qtype'] = it.qtype
+    if it.windows: r['windows'] = [list(w) for w in it.windows]
     clash = set(it.meta) & (_TIMERFT_KEYS | {'orig_segment'})
     if clash: raise ValueError(f'item {it.id!r}: meta keys {sorted(clash)} clash with TimeRFT fields')
     return r | dict(it.meta)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib, datetime, json, math, os, re, shutil, tempfile, warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 
@@ -13,8 +13,9 @@ import timer1_lib
 from .core import artifacts_dir, resolve_path, write_json
 from .data import (GroundingItem, Annotations, FORMATS, load_annotations, load_timerft, load_tvgbench,
                              find_video, probe_duration)
-from .metrics import DEFAULT_THRESHOLDS, grounding_metrics, grouped_metrics, length_bin, relative_length_bin
-from .rewards import iou, parse_answer, has_format
+from .metrics import (DEFAULT_THRESHOLDS, DEFAULT_POINT_GT, POINT_GT_RULES, POINT_TOL, grounding_metrics, grouped_metrics, item_iou,
+                                length_bin, point_gt_count, point_gt_rule, relative_length_bin)
+from .rewards import parse_answer, has_format
 
 # %% auto #0
 __all__ = ['BUILTIN_DATASETS', 'DISPLAY_NAMES', 'GROUPINGS', 'GROUPING_TITLES', 'METRICS_SCHEMA', 'BASELINES', 'PROMPTS',
@@ -24,7 +25,7 @@ __all__ = ['BUILTIN_DATASETS', 'DISPLAY_NAMES', 'GROUPINGS', 'GROUPING_TITLES', 
            'EvalConfig', 'check_checkpoint', 'default_checkpoint', 'checkpoint_name', 'cpu_threads', 'load_checkpoint',
            'evaluate_checkpoint', 'results_table', 'grouped_table', 'markdown_table', 'compare_runs',
            'comparison_summary', 'plot_grouped', 'plot_iou_hist', 'read_metrics', 'write_report', 'Evaluation',
-           'prepare', 'evaluate']
+           'prepare', 'evaluate', 'main']
 
 # %% ../nbs/20_evaluate.ipynb #be43be73
 BUILTIN_DATASETS = {
@@ -166,8 +167,9 @@ GROUPING_TITLES = {'qtype': 'query type', 'source': 'source dataset', 'length': 
                    'relative_length': 'relative segment length'}
 METRICS_SCHEMA = 'timer1.eval.run/1'
 
-def released_gt(it: GroundingItem) -> tuple[float, float]:
-    "The ground truth as released (before a loader clipped it to the duration)."
+def released_gt(it: GroundingItem) -> tuple[float, float] | tuple[tuple[float, float], ...]:
+    "The ground truth as released (before a loader clipped it to the duration); all windows when there are several."
+    if len(it.windows) > 1: return tuple(map(tuple, it.meta.get('orig_windows') or it.windows))
     return it.orig_segment if it.orig_segment is not None else it.segment
 
 # %% ../nbs/20_evaluate.ipynb #f752e185
@@ -186,6 +188,8 @@ class RunResult:
     records: list | None = None                 # predict's records (tokens, timing)
     missing: list = field(default_factory=list) # ids that had no prediction (scored as IoU 0)
     thresholds: tuple = DEFAULT_THRESHOLDS
+    point_gt: str = DEFAULT_POINT_GT            # how a zero-length ground truth scores (metrics.item_iou)
+    point_tol: float = POINT_TOL                # seconds: the longest prediction that can hit a point ground truth
 
     def __post_init__(self):
         self.items, self.preds = list(self.items), [None if p is None else (float(p[0]), float(p[1])) for p in self.preds]
@@ -197,15 +201,15 @@ class RunResult:
     @property
     def ids(self) -> list[str]: return [it.id for it in self.items]
     @property
-    def gts(self) -> list[tuple[float, float]]: return [released_gt(it) for it in self.items]
+    def gts(self) -> list: return [released_gt(it) for it in self.items]
     @property
     def ious(self) -> list[float]:
-        if self._ious is None: self._ious = [iou(p, g) for p, g in zip(self.preds, self.gts)]
+        if self._ious is None: self._ious = [item_iou(p, g, self.point_gt, self.point_tol) for p, g in zip(self.preds, self.gts)]
         return self._ious
 
     def metrics(self) -> dict:
         "R1@m, mIoU (percent) and n over all items."
-        return grounding_metrics(self.preds, self.gts, self.thresholds)
+        return grounding_metrics(self.preds, self.gts, self.thresholds, self.point_gt, self.point_tol)
 
     def groups(self, by: str) -> list[str]:
         if by not in GROUPINGS: raise ValueError(f"by must be one of {list(GROUPINGS)}, got {by!r}")
@@ -213,7 +217,14 @@ class RunResult:
 
     def grouped(self, by: str) -> pd.DataFrame:
         "`grouped_metrics` by `qtype`, `source`, `length` or `relative_length` (one row per group + `all`)."
-        return grouped_metrics(self.preds, self.gts, self.groups(by), self.thresholds)
+        return grouped_metrics(self.preds, self.gts, self.groups(by), self.thresholds, point_gt=self.point_gt,
+                               point_tol=self.point_tol)
+
+    def scoring(self) -> dict:
+        "How this run was scored: the point-ground-truth rule and the counts of point / multi-window items."
+        return dict(point_gt=self.point_gt, point_tol=self.point_tol, point_gt_rule=point_gt_rule(self.point_gt, self.point_tol),
+                    n_point_gt=point_gt_count(self.gts), n_multi_window=sum(len(it.windows) > 1 for it in self.items),
+                    multi_window='best window (max IoU over the ground-truth windows)')
 
     def extras(self) -> dict:
         out = {'answer_rate': 100.0 * sum(p is not None for p in self.preds) / len(self.preds),
@@ -239,6 +250,7 @@ class RunResult:
         g = {by: self.grouped(by).to_dict(orient='index') for by in GROUPINGS}
         return dict(schema=METRICS_SCHEMA, name=self.name, dataset=self.dataset, kind=self.kind, source=self.source,
                     predictions=self.pred_path, n_items=len(self.items), overall=self.metrics(), extras=self.extras(),
+                    scoring=self.scoring(),
                     groups=g, missing_ids=list(self.missing), config=self.config,
                     thresholds=list(self.thresholds), timer1_version=timer1_lib.__version__,
                     created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
@@ -259,12 +271,12 @@ def stored_predictions(items: Sequence[GroundingItem], name: str = 'base model (
 
 BASELINES = {'full': lambda d: (0.0, d), 'center': lambda d: (d / 4, 3 * d / 4)}
 
-def baseline_run(items: Sequence[GroundingItem], kind: str = 'full', dataset: str = 'dataset') -> RunResult:
+def baseline_run(items: Sequence[GroundingItem], kind: str = 'full', dataset: str = 'dataset', **scoring) -> RunResult:
     "A reference system: `full` = the whole clip, `center` = its middle half."
     if kind not in BASELINES: raise ValueError(f"baseline must be one of {list(BASELINES)}, got {kind!r}")
     items = list(items)
     return RunResult(f'baseline: {kind}', dataset, items, [BASELINES[kind](it.duration) for it in items],
-                     kind='baseline', source=kind)
+                     kind='baseline', source=kind, **scoring)
 
 # %% ../nbs/20_evaluate.ipynb #0ce151cf
 _ID_KEYS = ('id', 'qid')
@@ -320,7 +332,8 @@ def _external_pred(r: dict, where: str):
 # %% ../nbs/20_evaluate.ipynb #77a4babd
 def load_external_predictions(path, items: Sequence[GroundingItem], name: str | None = None,
                               dataset: str = 'dataset', *, all_ids: Iterable[str] | None = None,
-                              timebase: str = 'clip', thresholds=DEFAULT_THRESHOLDS, warn: bool = True) -> RunResult:
+                              timebase: str = 'clip', thresholds=DEFAULT_THRESHOLDS, warn: bool = True,
+                              point_gt: str = DEFAULT_POINT_GT, point_tol: float = POINT_TOL) -> RunResult:
     "Score a predictions file (id + segment or raw text per record) on `items`; unknown ids raise, missing ones score 0."
     path = resolve_path(path)
     if not path.is_file(): raise FileNotFoundError(f"predictions file not found: {path}")
@@ -352,7 +365,7 @@ def load_external_predictions(path, items: Sequence[GroundingItem], name: str | 
                       f"first {min(5, len(missing))}: {missing[:5]}", stacklevel=2)
     return RunResult(name or path.stem, dataset, items, [preds.get(it.id) for it in items],
                      texts=[texts.get(it.id) for it in items], kind='external', source=str(path), config=config,
-                     missing=missing, thresholds=tuple(thresholds))
+                     missing=missing, thresholds=tuple(thresholds), point_gt=point_gt, point_tol=point_tol)
 
 # %% ../nbs/20_evaluate.ipynb #e32b01b0
 PROMPTS = ('auto', 'think', 'nothink')
@@ -377,7 +390,6 @@ def parse_frame_size(v):
     if h < 28 or w < 28 or h % 28 or w % 28: raise ValueError(f"frame_size must be multiples of 28 pixels, got {v!r}")
     return (h, w)
 
-_parse_frame_size = parse_frame_size   # old name, still imported by timer1_lib.train: use parse_frame_size
 
 def _parse_external(v) -> dict[str, str]:
     if isinstance(v, Mapping): return {str(k): str(p) for k, p in v.items()}
@@ -391,11 +403,14 @@ def _parse_external(v) -> dict[str, str]:
 # %% ../nbs/20_evaluate.ipynb #94b90c1d
 @dataclass
 class EvalConfig:
-    "Everything an evaluation run depends on (defaults = the embedded tiny model on SynthTVG test, Time-R1 decoding)."
-    checkpoints: list = field(default_factory=lambda: ['tiny'], metadata={'help':
+    """Everything an evaluation run depends on (defaults = the embedded tiny model on SynthTVG test, Time-R1 decoding).
+
+    The annotations are what the command line (`python -m timer1_lib.evaluate`) parses; `__post_init__` also takes
+    the richer Python forms (a dict for `external`, a tuple for `frame_size`, comma-separated strings for lists)."""
+    checkpoints: list[str] = field(default_factory=lambda: ['tiny'], metadata={'help':
         "Local checkpoint directories (config.json inside); 'tiny' = the embedded default tiny Qwen2.5-VL."})
-    names: list = field(default_factory=list, metadata={'help': 'Row labels for the checkpoints (default: from the paths).'})
-    datasets: list = field(default_factory=lambda: ['synth-test'], metadata={'help':
+    names: list[str] = field(default_factory=list, metadata={'help': 'Row labels for the checkpoints (default: from the paths).'})
+    datasets: list[str] = field(default_factory=lambda: ['synth-test'], metadata={'help':
         'Dataset specs: tvgbench, synth-test, timerft, <format>:<file>, <file>, Name=<spec> (see parse_dataset).'})
     video_root: str | None = field(default=None, metadata={'help': "Folder holding the videos (None: paths as in the annotations)."})
     out_dir: str | None = field(default=None, metadata={'help': 'Output folder (None: artifacts/eval/<UTC time>). Rerunning into it resumes.'})
@@ -409,18 +424,21 @@ class EvalConfig:
     limit: int | None = field(default=None, metadata={'help': 'Evaluate this many items per dataset, spread evenly (None: all).'})
     exclude_missing: bool = field(default=False, metadata={'help': 'Drop items whose video is missing (default: fail before any model runs).'})
     video_fps: float = field(default=2.0, metadata={'help': 'Frames sampled per second (Time-R1: 2).'})
-    frame_size: Any = field(default='auto', metadata={'help':
+    frame_size: str = field(default='auto', metadata={'help':
         "'auto' (56x56 for tiny models, else the Time-R1 pixel budget), None (pixel budget) or (h, w) / 'HxW'."})
     device: str = field(default='auto', metadata={'help': "'auto' (cuda if available), 'cpu' or 'cuda[:i]'."})
     dtype: str = field(default='auto', metadata={'help': "'auto' (bfloat16 on cuda, float32 on cpu) or a torch dtype name."})
-    cpu_threads: Any = field(default='auto', metadata={'help':
+    cpu_threads: str = field(default='auto', metadata={'help':
         "torch threads while a model runs on CPU: 'auto' (1 for tiny models, else torch's default) or a number (0 = torch's default)."})
-    external: Any = field(default_factory=dict, metadata={'help':
+    external: list[str] = field(default_factory=dict, metadata={'help':
         "Prediction files of other systems: {name: path} or 'name=path,...'; scored on the datasets whose ids they use."})
     external_timebase: str = field(default='clip', metadata={'help': "'clip' or 'video': the time base of external files."})
-    baselines: list = field(default_factory=list, metadata={'help': "Reference systems to add: 'full' and/or 'center'."})
-    include: list = field(default_factory=list, metadata={'help': 'metrics.json files (or folders) of earlier runs to add as rows.'})
-    thresholds: tuple = field(default=DEFAULT_THRESHOLDS, metadata={'help': 'IoU thresholds m of R1@m (strict IoU > m).'})
+    baselines: list[str] = field(default_factory=list, metadata={'help': "Reference systems to add: 'full' and/or 'center'."})
+    include: list[str] = field(default_factory=list, metadata={'help': 'metrics.json files (or folders) of earlier runs to add as rows.'})
+    thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS), metadata={'help': 'IoU thresholds m of R1@m (strict IoU > m).'})
+    point_gt: str = field(default=DEFAULT_POINT_GT, metadata={'help': "How a zero-length ground truth scores: 'inside' (a hit when the "
+        "point lies inside a prediction of at most point_tol seconds) or 'strict' (plain IoU, always 0; TVGBench's own scorer)."})
+    point_tol: float = field(default=POINT_TOL, metadata={'help': "Seconds: the longest prediction that can hit a point ground truth."})
     compare_threshold: float = field(default=0.5, metadata={'help': 'IoU above which an item counts as right in the run comparison.'})
     frame_cache: str | None = field(default='default', metadata={'help': "Decoded-frame cache: 'default', a folder, or None."})
     overwrite: bool = field(default=False, metadata={'help': 'Start prediction files afresh instead of resuming.'})
@@ -473,10 +491,16 @@ class EvalConfig:
                 raise FileNotFoundError(f"include: no metrics.json at {q}")
         self.thresholds = tuple(float(m) for m in _as_list(self.thresholds))
         if not self.thresholds or not all(0 <= m < 1 for m in self.thresholds): raise ValueError(f"thresholds must be in [0, 1), got {self.thresholds}")
+        if self.point_gt not in POINT_GT_RULES: raise ValueError(f"point_gt must be one of {POINT_GT_RULES}, got {self.point_gt!r}")
+        if not (isinstance(self.point_tol, (int, float)) and self.point_tol >= 0):
+            raise ValueError(f"point_tol must be a number of seconds >= 0, got {self.point_tol!r}")
         if not 0 <= self.compare_threshold < 1: raise ValueError(f"compare_threshold must be in [0, 1), got {self.compare_threshold}")
 
     @property
     def specs(self) -> list[DatasetSpec]: return self._specs
+    def scoring(self) -> dict:
+        "The `RunResult` scoring arguments: R1 thresholds and the point-ground-truth rule."
+        return dict(thresholds=self.thresholds, point_gt=self.point_gt, point_tol=self.point_tol)
     def checkpoint_names(self) -> list[str]:
         "Row label of each checkpoint (`names`, else from the path; 'tiny' -> 'tiny-learn')."
         return self.names or ['tiny-learn' if c == 'tiny' else checkpoint_name(resolve_path(c)) for c in self.checkpoints]
@@ -578,7 +602,7 @@ def evaluate_checkpoint(checkpoint, dataset, cfg: EvalConfig | None = None, *, n
     header, _ = read_predictions(run_dir / 'predictions.jsonl')
     res = RunResult(name, spec.name, items, [r['pred'] for r in recs], texts=[r.get('text') for r in recs],
                     kind='model', source=str(ckpt), pred_path=str(run_dir / 'predictions.jsonl'), config=header,
-                    records=recs, thresholds=cfg.thresholds)
+                    records=recs, **cfg.scoring())
     write_json(run_dir / 'metrics.json', res.to_dict())
     return res
 
@@ -742,6 +766,14 @@ def read_metrics(path) -> list[dict]:
     if d.get('schema') == METRICS_SCHEMA: return [d]
     raise ValueError(f"{p}: not a timer1 metrics.json (schema {d.get('schema')!r})")
 
+def _scoring_note(recs: Sequence[dict]) -> str:
+    "Lines for results.md: how point ground truths were scored, per dataset that has any."
+    seen = {}
+    for r in recs:
+        s = r.get('scoring') or {}
+        if s.get('n_point_gt'): seen.setdefault((r['dataset'], s['n_point_gt'], s['point_gt_rule']), None)
+    return ''.join(f"\n{ds}: {n} zero-length ground truth(s); {rule}.\n" for ds, n, rule in seen)
+
 def write_report(runs: Sequence[RunResult], out_dir, config: EvalConfig | dict | None = None,
                  include: Sequence[dict] = (), compare_threshold: float = 0.5) -> dict[str, Path]:
     "Write tables (CSV + Markdown), figures (PNG) and metrics.json for `runs` into `out_dir`; returns the paths."
@@ -751,7 +783,7 @@ def write_report(runs: Sequence[RunResult], out_dir, config: EvalConfig | dict |
     def put(key, name, text): (out / name).write_text(text); files[key] = out / name
     table = results_table(list(include) + runs)
     table.to_csv(out / 'results.csv'); files['results.csv'] = out / 'results.csv'
-    put('results.md', 'results.md', markdown_table(table))
+    put('results.md', 'results.md', markdown_table(table) + _scoring_note(list(include) + [dict(dataset=r.dataset, scoring=r.scoring()) for r in runs]))
     if runs:
         for by, stem in (('qtype', 'per_type'), ('source', 'per_source'), ('length', 'per_length'),
                          ('relative_length', 'per_relative_length')):
@@ -814,7 +846,7 @@ def _external_runs(cfg: EvalConfig, datasets: dict[str, Annotations]) -> list[Ru
             full = {it.id for it in load_dataset(parse_dataset(items.spec), cfg.video_root)} if cfg.limit else {it.id for it in items}
             if ids and ids <= full:
                 runs.append(load_external_predictions(path, items, name, ds, all_ids=full, timebase=cfg.external_timebase,
-                                                      thresholds=cfg.thresholds)); hit = True
+                                                      **cfg.scoring())); hit = True
         if not hit:
             best = max(datasets, key=lambda d: len(ids & {it.id for it in datasets[d]}))
             load_external_predictions(path, datasets[best], name, best, timebase=cfg.external_timebase)   # raises: unknown ids
@@ -838,6 +870,25 @@ def evaluate(cfg: EvalConfig | None = None, progress: bool = True, datasets: dic
             import gc, torch; gc.collect()
             if torch.cuda.is_available(): torch.cuda.empty_cache()
     for b in cfg.baselines:
-        for ds, items in datasets.items(): runs.append(baseline_run(items, b, ds))
+        for ds, items in datasets.items(): runs.append(baseline_run(items, b, ds, **cfg.scoring()))
     files = write_report(runs, cfg.output_dir(), cfg, included, cfg.compare_threshold)
     return Evaluation(runs, cfg, datasets, files, included)
+
+# %% ../nbs/20_evaluate.ipynb #26e77acc
+def main(argv=None) -> Evaluation:
+    "`python -m timer1_lib.evaluate --checkpoints CKPT [...] --datasets SPEC [...] [--config eval.yaml] [--field value ...]`."
+    import sys
+    from trl import TrlParser
+    from timer1_lib.core import log
+    parser = TrlParser(EvalConfig, prog='python -m timer1_lib.evaluate',
+                       description='Evaluate checkpoints on temporal-grounding benchmarks (Time-R1 protocol).')
+    parser.add_argument('--config', metavar='FILE.yaml', help='YAML mapping of field: value (under the flags)')
+    try: cfg = parser.parse_args_and_config(sys.argv[1:] if argv is None else list(argv))[0]
+    except (ValueError, FileNotFoundError, TypeError) as e: parser.exit(2, f"{parser.prog}: error: {e}\n")
+    ev = evaluate(cfg)
+    log(markdown_table(ev.table()) + f"\nreport: {ev.out_dir}")
+    return ev
+
+# %% ../nbs/20_evaluate.ipynb #9bbc86d9
+#| eval: false
+if __name__ == '__main__' and '__file__' in globals(): main()   # not when a notebook kernel runs this cell

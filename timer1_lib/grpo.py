@@ -11,7 +11,8 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 from fastcore.basics import patch
-from transformers import TrainerCallback
+from transformers import PreTrainedModel, TrainerCallback
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import get_callable_name
 
@@ -64,6 +65,9 @@ class TimeR1Config(VideoArgs, GRPOConfig):
     max_completion_length: int | None = field(default=200, metadata={"help": "Maximum completion tokens (Time-R1: 200)."})
     loss_type: str = field(default='dapo', metadata={"help":
         "'grpo' (sample-level: each completion weighs the same) or 'dapo' (token-level: each token weighs the same; Time-R1's default branch)."})
+    use_bias_correction_kl: bool = field(default=False, metadata={"help":
+        "Multiply the k3 KL term by the importance ratio pi_theta/pi_old (TRL 1.16's default, after DeepSeek-V3.2). "
+        "False: the plain k3 estimator of Time-R1 (TRL 0.17) and TaRO (verl `low_var_kl`)."})
 
     def __post_init__(self):
         def bad(name, why): raise ValueError(f"TimeR1Config.{name}={getattr(self, name)!r}: {why}")
@@ -100,12 +104,13 @@ class TimeR1Config(VideoArgs, GRPOConfig):
 # %% ../nbs/11_grpo.ipynb #ca3581ef
 def grounding_rows(items: Iterable[GroundingItem], think: bool = True, video_root: str | os.PathLike | None = None,
                    check_files: bool = True) -> list[dict]:
-    "One GRPO row per item: `prompt` (chat messages), `video`, `clip`, `segment`, `duration`, `id`, `query`."
+    "One GRPO row per item: `prompt` (chat messages), `video`, `clip`, `segment`, `windows` (all gt windows), `duration`, `id`, `query`."
     rows = []
     for it in items:
         v = resolve_video(it, video_root, check=check_files)   # as evaluation finds it: the path, root/path, root/name
         rows.append(dict(id=str(it.id), prompt=build_messages(it.query, video=str(v), think=think), video=str(v),
                          clip=None if it.clip is None else list(it.clip), segment=list(it.segment),
+                         windows=[list(w) for w in it.gt_windows],
                          duration=float(it.duration), query=it.query))
     return rows
 
@@ -184,6 +189,15 @@ def _clean_messages(prompt: list[dict]) -> list[dict]:
         if isinstance(c, list): c = [{k: v for k, v in p.items() if v is not None} if isinstance(p, dict) else p for p in c]
         out.append({**{k: v for k, v in m.items() if v is not None}, 'content': c})
     return out
+
+def _asks_for_video(prompt) -> bool:
+    "Does a TRL prompt (text, or chat messages) ask for a video: a `{'type': 'video'}` part or a `<|video_pad|>`?"
+    if isinstance(prompt, str): return '<|video_pad|>' in prompt
+    for m in prompt if isinstance(prompt, (list, tuple)) else []:
+        c = m.get('content') if isinstance(m, dict) else None
+        if isinstance(c, str) and '<|video_pad|>' in c: return True
+        if isinstance(c, list) and any(isinstance(p, dict) and p.get('type') == 'video' for p in c): return True
+    return False
 
 def _resolve_rewards(reward_funcs, args) -> list[Callable]:
     funcs = args.reward_funcs if reward_funcs is None else reward_funcs
@@ -265,7 +279,12 @@ def _tokenize_prompts(self: TimeR1Trainer, prompts: list):
     # Why: TRL's version would make the processor load the video itself (its own sampling, 24 fps assumed for frames
     # without metadata) and never returns the video tensors in a form the loss forward can slice per row.
     clips = self._pending_clips
-    if clips is None: return super(TimeR1Trainer, self)._tokenize_prompts(prompts)
+    if clips is None:   # TRL's text path is only for prompts that provably have no video
+        bad = [i for i, p in enumerate(prompts) if _asks_for_video(p)]
+        if bad: raise RuntimeError(f"TimeR1Trainer._tokenize_prompts: prompt(s) {bad[:5]} have a video part but no decoded "
+                                   f"clips are set (`_pending_clips` is None outside _generate_and_score_completions); "
+                                   f"TRL's text-only path would tokenize them without their video")
+        return super(TimeR1Trainer, self)._tokenize_prompts(prompts)
     if len(clips) != len(prompts): raise RuntimeError(f"{len(clips)} clips for {len(prompts)} prompts")
     proc, pad = self.processing_class, '<|video_pad|>'
     texts = [proc.apply_chat_template(_clean_messages(p), tokenize=False, add_generation_prompt=True,
@@ -302,7 +321,12 @@ def _get_per_token_logps_and_entropies(self: TimeR1Trainer, model, input_ids, at
     # Why: TRL only forwards image tensors here; its callers (policy, old policy, reference) know nothing of video.
     rows = self._video_ctx
     sup = super(TimeR1Trainer, self)._get_per_token_logps_and_entropies
-    if rows is None: return sup(model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, **kwargs)
+    if rows is None:   # TRL's text path is only for sequences that provably have no video placeholder
+        n = int((input_ids == self._video_token_id).sum())
+        if n: raise RuntimeError(f"TimeR1Trainer._get_per_token_logps_and_entropies: the input has {n} <|video_pad|> tokens "
+                                 f"but no video tensors are set (`_video_ctx` is None: pixel_values_videos, video_grid_thw, "
+                                 f"second_per_grid_ts, mm_token_type_ids); a forward without them is video-blind")
+        return sup(model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, **kwargs)
     if len(rows) != input_ids.size(0): raise RuntimeError(f"{len(rows)} video rows for {input_ids.size(0)} sequences")
     bs = batch_size or input_ids.size(0)
     def chunks():
@@ -385,3 +409,16 @@ class NonFiniteGradGuard(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         if logs is not None and 'loss' in logs: logs['nonfinite_grad_steps'] = self.skipped
 
+
+# %% ../nbs/11_grpo.ipynb #cef5320d
+@patch
+def _load_from_checkpoint(self: TimeR1Trainer, resume_from_checkpoint, model=None):
+    # Why: the HF plain load matches none of a Qwen2.5-VL checkpoint's legacy key names (see the markdown above)
+    model = self.model if model is None else model
+    ckpt = Path(resume_from_checkpoint)
+    plain = (isinstance(model, PreTrainedModel) and not self.is_fsdp_enabled and not self.is_deepspeed_enabled
+             and any((ckpt / n).is_file() for n in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME)))
+    if not plain: return super(TimeR1Trainer, self)._load_from_checkpoint(resume_from_checkpoint, model)
+    saved = type(model).from_pretrained(ckpt, dtype=model.dtype, local_files_only=True)
+    model.load_state_dict(saved.state_dict(), strict=True)
+    del saved

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 import torch
 import transformers
@@ -81,6 +81,91 @@ def _build_generation_config(processor, model, max_new_tokens: int, gen: dict) -
     return GenerationConfig(max_new_tokens=int(max_new_tokens), eos_token_id=eos, pad_token_id=pad,
                             suppress_tokens=vision_token_ids(processor), **kw)
 
+# %% ../nbs/06_infer.ipynb #a1985277
+def _check_items(items: Iterable[GroundingItem], batch_size: int) -> list[GroundingItem]:
+    "`items` as a list; ValueError on duplicate item ids or `batch_size` < 1."
+    items = list(items)
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"duplicate item ids: {dup[:10]}")
+    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return items
+
+# %% ../nbs/06_infer.ipynb #cfb56424
+def _open_predictions(out_path, config: dict, overwrite: bool = False) -> tuple[dict[str, dict], Any]:
+    "(records already in `out_path` by id, the file open to append to): resumes a run of the same `config`, else starts it."
+    if out_path is None: return {}, None
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if out_path.exists() and out_path.stat().st_size and not overwrite:
+        old, recs, good = read_prediction_lines(out_path)
+        diff = _config_diff(old, config)
+        if diff:
+            raise PredictionConfigError(
+                f"{out_path} was written with a different run config ({', '.join(diff)}): "
+                + '; '.join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff)
+                + ". Use another out_path, or overwrite=True to start it afresh.")
+        with open(out_path, 'r+b') as fh: fh.truncate(good)   # drop an interrupted last line
+        f = open(out_path, 'a')
+        if good and not out_path.read_bytes().endswith(b'\n'): f.write('\n')
+        return {r['id']: r for r in recs}, f
+    f = open(out_path, 'w')
+    f.write(json.dumps(config) + '\n'); f.flush()
+    return {}, f
+
+# %% ../nbs/06_infer.ipynb #e4998324
+def _load_clips(items: list[GroundingItem], paths: list, video_config: VideoSamplingConfig, cache=True) -> list:
+    "The decoded clips (`VideoClip`) of `items`, whose videos are at `paths`; a failure names the item, video and window."
+    clips = []
+    for it, p in zip(items, paths):
+        try: clips.append(load_video(p, clip=it.clip, config=video_config, cache=cache))
+        except Exception as e:
+            raise ValueError(f"item {it.id!r}: cannot load video '{p}' (clip={it.clip}): {type(e).__name__}: {e}") from e
+    return clips
+
+# %% ../nbs/06_infer.ipynb #85d4f41e
+def _prefetched(load: Callable, starts: list[int], prefetch: bool = True):
+    "Yield `load(b)` for each `b` in `starts`; with `prefetch`, the next one is decoded in a thread meanwhile."
+    if not (prefetch and len(starts) > 1):
+        for b in starts: yield load(b)
+        return
+    pool = ThreadPoolExecutor(1)
+    try:
+        nxt = pool.submit(load, starts[0])
+        for j in range(len(starts)):
+            res = nxt.result()
+            if j + 1 < len(starts): nxt = pool.submit(load, starts[j + 1])   # decode next batch meanwhile
+            yield res
+    finally: pool.shutdown(wait=True, cancel_futures=True)
+
+# %% ../nbs/06_infer.ipynb #03e40010
+def _generate_batch(model, processor, batch: list[GroundingItem], clips: list, think: bool, gcfg: GenerationConfig):
+    "(processor inputs of `batch`: Time-R1 prompts + clips, left-padded, on the model's device; `generate`'s output)."
+    prompts = [build_prompt(processor, it.query, think=think) for it in batch]
+    inputs = processor(text=prompts, padding=True, return_tensors='pt',
+                       **processor_video_kwargs(clips, processor)).to(model.device)
+    with torch.no_grad():
+        out = model.generate(**inputs, generation_config=gcfg)
+    return inputs, out
+
+# %% ../nbs/06_infer.ipynb #06e086d0
+def _batch_records(batch: list[GroundingItem], inputs, out: torch.Tensor, tok, eos: set[int], vid_id: int | None,
+                   seconds: float) -> list[dict]:
+    "The `prediction` records of `batch` from `generate` output `out`: answer text, parsed span, IoU, token counts."
+    L, recs = inputs['input_ids'].shape[1], []
+    for i, it in enumerate(batch):
+        n, trunc = _n_new(out[i, L:], eos)
+        text = tok.decode(out[i, L:L + n], skip_special_tokens=True)
+        pred = parse_answer(text)
+        row = inputs['input_ids'][i][inputs['attention_mask'][i].bool()]
+        recs.append(dict(type='prediction', id=it.id, query=it.query, video=str(it.video), text=text,
+                         pred=list(pred) if pred is not None else None, gt=list(it.segment), duration=it.duration,
+                         iou=iou(pred, it.segment) if pred is not None else 0.0, n_prompt_tokens=int(row.numel()),
+                         n_video_tokens=int((row == vid_id).sum()) if vid_id is not None else None,
+                         n_new_tokens=n, truncated=trunc, seconds=round(seconds, 4)))
+    return recs
+
 # %% ../nbs/06_infer.ipynb #2bfebfb4
 def predict(model, processor, items: Iterable[GroundingItem], *, out_path=None, batch_size: int = 4,
             think: bool = True, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
@@ -88,84 +173,32 @@ def predict(model, processor, items: Iterable[GroundingItem], *, out_path=None, 
             video_config: VideoSamplingConfig | None = None, video_root=None, cache=True, progress: bool = True,
             overwrite: bool = False, model_path: str | None = None, prefetch: bool = True) -> list[dict]:
     "Generate and parse grounding answers for `items`; stream records to `out_path` (resumable JSONL)."
-    items = list(items)
-    ids = [it.id for it in items]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        raise ValueError(f"duplicate item ids: {dup[:10]}")
-    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    items = _check_items(items, batch_size)
     video_config = video_config or VideoSamplingConfig()
     gen = generation_params(do_sample, temperature, top_p, top_k, repetition_penalty, seed)
     config = run_config(model_path or _model_path(model), think, video_config, max_new_tokens, gen, batch_size=batch_size)
-    done: dict[str, dict] = {}
-    f = None
-    if out_path is not None:
-        out_path = Path(out_path)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        if out_path.exists() and out_path.stat().st_size and not overwrite:
-            old, recs, good = read_prediction_lines(out_path)
-            diff = _config_diff(old, config)
-            if diff:
-                raise PredictionConfigError(
-                    f"{out_path} was written with a different run config ({', '.join(diff)}): "
-                    + '; '.join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff)
-                    + ". Use another out_path, or overwrite=True to start it afresh.")
-            with open(out_path, 'r+b') as fh: fh.truncate(good)   # drop an interrupted last line
-            done = {r['id']: r for r in recs}
-            f = open(out_path, 'a')
-            if good and not out_path.read_bytes().endswith(b'\n'): f.write('\n')
-        else:
-            f = open(out_path, 'w')
-            f.write(json.dumps(config) + '\n'); f.flush()
+    done, f = _open_predictions(out_path, config, overwrite)
     pending = [it for it in items if it.id not in done]
     paths = [resolve_video(it, video_root) for it in pending]   # a missing video fails here, naming its record
     gcfg = _build_generation_config(processor, model, max_new_tokens, gen)
-    eos = set(gcfg.eos_token_id)
-    vid_id = getattr(model.config, 'video_token_id', None)
-    tok = processor.tokenizer
+    eos, vid_id, tok = set(gcfg.eos_token_id), getattr(model.config, 'video_token_id', None), processor.tokenizer
     old_side, tok.padding_side = tok.padding_side, 'left'
     if seed is not None: torch.manual_seed(seed)
     new: dict[str, dict] = {}
     bar = tqdm(total=len(pending), disable=not progress, desc='predict')
     starts = list(range(0, len(pending), batch_size))
-    def load(b):
-        clips = []
-        for it, p in zip(pending[b:b + batch_size], paths[b:b + batch_size]):
-            try: clips.append(load_video(p, clip=it.clip, config=video_config, cache=cache))
-            except Exception as e:
-                raise ValueError(f"item {it.id!r}: cannot load video '{p}' (clip={it.clip}): {type(e).__name__}: {e}") from e
-        return clips
-    pool = ThreadPoolExecutor(1) if prefetch and len(starts) > 1 else None
+    clip_batches = _prefetched(lambda b: _load_clips(pending[b:b + batch_size], paths[b:b + batch_size], video_config,
+                                                     cache), starts, prefetch)
     try:
         model.eval()
-        nxt = pool.submit(load, starts[0]) if pool else None
-        for j, b in enumerate(starts):
-            batch = pending[b:b + batch_size]
-            t0 = time.perf_counter()
-            clips = nxt.result() if pool else load(b)
-            if pool and j + 1 < len(starts): nxt = pool.submit(load, starts[j + 1])   # decode next batch meanwhile
-            prompts = [build_prompt(processor, it.query, think=think) for it in batch]
-            inputs = processor(text=prompts, padding=True, return_tensors='pt',
-                               **processor_video_kwargs(clips, processor)).to(model.device)
-            with torch.no_grad():
-                out = model.generate(**inputs, generation_config=gcfg)
-            L = inputs['input_ids'].shape[1]
-            dt = (time.perf_counter() - t0) / len(batch)
-            for i, it in enumerate(batch):
-                n, trunc = _n_new(out[i, L:], eos)
-                text = tok.decode(out[i, L:L + n], skip_special_tokens=True)
-                pred = parse_answer(text)
-                row = inputs['input_ids'][i][inputs['attention_mask'][i].bool()]
-                rec = dict(type='prediction', id=it.id, query=it.query, video=str(it.video), text=text,
-                           pred=list(pred) if pred is not None else None, gt=list(it.segment), duration=it.duration,
-                           iou=iou(pred, it.segment) if pred is not None else 0.0, n_prompt_tokens=int(row.numel()),
-                           n_video_tokens=int((row == vid_id).sum()) if vid_id is not None else None,
-                           n_new_tokens=n, truncated=trunc, seconds=round(dt, 4))
-                new[it.id] = rec
+        for b in starts:
+            batch, t0 = pending[b:b + batch_size], time.perf_counter()
+            inputs, out = _generate_batch(model, processor, batch, next(clip_batches), think, gcfg)
+            for rec in _batch_records(batch, inputs, out, tok, eos, vid_id, (time.perf_counter() - t0) / len(batch)):
+                new[rec['id']] = rec
                 if f is not None: f.write(json.dumps(rec) + '\n'); f.flush()
             bar.update(len(batch))
     finally:
-        bar.close(); tok.padding_side = old_side
-        if pool: pool.shutdown(wait=True, cancel_futures=True)
+        bar.close(); tok.padding_side = old_side; clip_batches.close()
         if f is not None: f.close()
-    return [done[i] if i in done else new[i] for i in ids]
+    return [done[it.id] if it.id in done else new[it.id] for it in items]

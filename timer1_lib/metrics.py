@@ -12,8 +12,9 @@ import pandas as pd
 from .rewards import RECALL_THRESHOLDS, iou, parse_answer
 
 # %% auto #0
-__all__ = ['DEFAULT_THRESHOLDS', 'LENGTH_EDGES', 'RELATIVE_EDGES', 'pred_ious', 'grounding_metrics', 'grouped_metrics',
-           'length_bin', 'relative_length_bin', 'paired_bootstrap']
+__all__ = ['POINT_GT_RULES', 'DEFAULT_POINT_GT', 'POINT_TOL', 'DEFAULT_THRESHOLDS', 'LENGTH_EDGES', 'RELATIVE_EDGES', 'item_iou',
+           'point_gt_count', 'point_gt_rule', 'pred_ious', 'grounding_metrics', 'grouped_metrics', 'length_bin',
+           'relative_length_bin', 'paired_bootstrap']
 
 # %% ../nbs/01_metrics.ipynb #78c80231
 def _gt_pair(g: Any, i: int) -> tuple[float, float]:
@@ -31,15 +32,63 @@ def _pred_pair(p: Any, i: int):
         raise ValueError(f"preds[{i}] must be a (start, end) pair, None or a model answer str, got {type(p).__name__}")
     return p
 
-def pred_ious(preds: Sequence[Any], gts: Sequence[Any]) -> list[float]:
-    "IoU of each prediction (pair, None or raw answer text) with its ground-truth pair; unparsable → 0."
+
+# %% ../nbs/01_metrics.ipynb #46a03614
+POINT_GT_RULES = ('inside', 'strict')
+DEFAULT_POINT_GT = 'inside'
+POINT_TOL = 1.0   # seconds: 2 frames at 2 fps
+
+def _check_point_rule(point_gt: str, point_tol: float) -> None:
+    if point_gt not in POINT_GT_RULES: raise ValueError(f"point_gt must be one of {POINT_GT_RULES}, got {point_gt!r}")
+    if not (isinstance(point_tol, (int, float)) and math.isfinite(point_tol) and point_tol >= 0):
+        raise ValueError(f"point_tol must be a finite number of seconds >= 0, got {point_tol!r}")
+
+def _gt_windows(g: Any, i: int) -> tuple[tuple[float, float], ...]:
+    "The windows of one ground truth: a pair is one window; a non-empty list of pairs is several."
+    if hasattr(g, '__len__') and not isinstance(g, (str, bytes)) and len(g) and all(
+            hasattr(w, '__len__') and not isinstance(w, (str, bytes)) for w in g):
+        return tuple(_gt_pair(w, i) for w in g)
+    return (_gt_pair(g, i),)
+
+def _point_hit(p: Any, t: float, tol: float) -> bool:
+    try: a, b = sorted(float(x) for x in p)
+    except Exception: return False
+    return math.isfinite(a) and math.isfinite(b) and a <= t <= b and b - a <= tol
+
+def item_iou(pred: Any, gt: Any, point_gt: str = DEFAULT_POINT_GT, point_tol: float = POINT_TOL) -> float:
+    "IoU of a parsed prediction (pair or None) with a ground truth: the best of its windows; a point window by `point_gt`."
+    _check_point_rule(point_gt, point_tol)
+    best = 0.0
+    for s, e in _gt_windows(gt, 0):
+        v = iou(pred, (s, e))                      # raises ValueError on a malformed prediction
+        if s == e and point_gt == 'inside': v = float(_point_hit(pred, s, point_tol))
+        best = max(best, v)
+    return best
+
+def point_gt_count(gts: Sequence[Any]) -> int:
+    "Number of ground truths with a zero-length window (scored by the `point_gt` rule)."
+    return sum(any(s == e for s, e in _gt_windows(g, i)) for i, g in enumerate(gts))
+
+def point_gt_rule(point_gt: str = DEFAULT_POINT_GT, point_tol: float = POINT_TOL) -> str:
+    "One line saying how point (zero-length) ground truths are scored, for report headers."
+    _check_point_rule(point_gt, point_tol)
+    if point_gt == 'strict': return "point_gt='strict': a zero-length ground truth has IoU 0 with any prediction"
+    return (f"point_gt='inside': a zero-length ground truth t counts as IoU 1 when t lies inside a prediction "
+            f"of at most {point_tol:g} s, else 0")
+
+# %% ../nbs/01_metrics.ipynb #e00374f6
+def pred_ious(preds: Sequence[Any], gts: Sequence[Any], point_gt: str = DEFAULT_POINT_GT,
+              point_tol: float = POINT_TOL) -> list[float]:
+    "`item_iou` of each prediction (pair, None or raw answer text) with its ground truth (pair or windows); unparsable → 0."
     if len(preds) != len(gts): raise ValueError(f"{len(preds)} predictions for {len(gts)} ground truths")
+    _check_point_rule(point_gt, point_tol)
     out = []
     for i, (p, g) in enumerate(zip(preds, gts)):
-        g, p = _gt_pair(g, i), _pred_pair(p, i)
-        try: out.append(iou(p, g))
+        g, p = _gt_windows(g, i), _pred_pair(p, i)
+        try: out.append(item_iou(p, g, point_gt, point_tol))
         except ValueError as e: raise ValueError(f"preds[{i}]: {e}") from None
     return out
+
 
 # %% ../nbs/01_metrics.ipynb #be3f2049
 DEFAULT_THRESHOLDS = RECALL_THRESHOLDS   # (0.3, 0.5, 0.7): one definition, so the `recall` reward pays exactly these
@@ -57,13 +106,13 @@ def _summarise(ious: Sequence[float], thresholds) -> dict[str, float]:
     out['n'] = n
     return out
 
-def grounding_metrics(preds: Sequence[Any], gts: Sequence[Any],
-                      thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> dict[str, float]:
-    "R1@m (strict IoU > m) and mIoU in percent, plus `n`; preds are pairs, None or raw answer text."
+def grounding_metrics(preds: Sequence[Any], gts: Sequence[Any], thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+                      point_gt: str = DEFAULT_POINT_GT, point_tol: float = POINT_TOL) -> dict[str, float]:
+    "R1@m (strict IoU > m) and mIoU in percent, plus `n`; preds are pairs, None or raw answer text; gts pairs or windows."
     ts = _check_thresholds(thresholds)
     if len(preds) != len(gts): raise ValueError(f"{len(preds)} predictions for {len(gts)} ground truths")
     if len(preds) == 0: raise ValueError("grounding_metrics needs at least one prediction (got none)")
-    return _summarise(pred_ious(preds, gts), ts)
+    return _summarise(pred_ious(preds, gts, point_gt, point_tol), ts)
 
 # %% ../nbs/01_metrics.ipynb #288f217a
 def _natural_key(g: Any):
@@ -73,13 +122,14 @@ def _natural_key(g: Any):
     return (1, tuple((0, float(p), '') if i % 2 else (1, 0.0, p) for i, p in enumerate(parts) if p), g)
 
 def grouped_metrics(preds: Sequence[Any], gts: Sequence[Any], groups: Sequence[Hashable],
-                    thresholds: Sequence[float] = DEFAULT_THRESHOLDS, all_name: str = 'all') -> pd.DataFrame:
+                    thresholds: Sequence[float] = DEFAULT_THRESHOLDS, all_name: str = 'all',
+                    point_gt: str = DEFAULT_POINT_GT, point_tol: float = POINT_TOL) -> pd.DataFrame:
     "One row of `grounding_metrics` per group (natural sort) plus an `all_name` row; index 'group'."
     ts = _check_thresholds(thresholds)
     if not len(preds) == len(gts) == len(groups):
         raise ValueError(f"preds, gts and groups must have the same length, got {len(preds)}, {len(gts)}, {len(groups)}")
     if len(preds) == 0: raise ValueError("grouped_metrics needs at least one prediction (got none)")
-    ious = pred_ious(preds, gts)
+    ious = pred_ious(preds, gts, point_gt, point_tol)
     by: dict[Hashable, list[float]] = {}
     for g, v in zip(groups, ious): by.setdefault(g, []).append(v)
     if all_name in by: raise ValueError(f"a group is called {all_name!r}; pass another all_name=")

@@ -14,12 +14,13 @@ from transformers import (AutoConfig, AutoProcessor, GenerationConfig, PreTraine
 from transformers.video_utils import VideoMetadata
 
 # %% auto #0
-__all__ = ['SYSTEM', 'THINK_TEMPLATE', 'NOTHINK_TEMPLATE', 'PROMPT_TEMPLATES', 'VISION_TOKENS', 'QWEN_SPLIT',
+__all__ = ['SYSTEM', 'THINK_TEMPLATE', 'NOTHINK_TEMPLATE', 'PROMPT_TEMPLATES', 'VISION_TOKENS', 'ROPE_TRUNCATING', 'QWEN_SPLIT',
            'QWEN_SPECIAL_TOKENS', 'TAG_TOKENS', 'QWEN_CHAT_TEMPLATE', 'TINY_SIZES', 'normalize_query', 'prompt_variant',
            'build_messages', 'build_prompt', 'vision_token_ids', 'model_class', 'vision_tower', 'param_counts',
-           'freeze_vision_tower', 'load_model', 'load_processor', 'model_for_training', 'build_tokenizer',
-           'sync_token_ids', 'tiny_config', 'qwen_3b_config', 'make_processor', 'make_tiny_model', 'make_random_model',
-           'init_random_model', 'video_metadata', 'processor_inputs', 'is_tiny', 'think_for', 'video_config_for']
+           'freeze_vision_tower', 'rope_index_truncates', 'fractional_rope_index', 'fix_rope_index', 'load_model',
+           'load_processor', 'model_for_training', 'build_tokenizer', 'sync_token_ids', 'tiny_config', 'qwen_3b_config',
+           'make_processor', 'make_tiny_model', 'make_random_model', 'init_random_model', 'video_metadata',
+           'processor_inputs', 'is_tiny', 'think_for', 'video_config_for']
 
 # %% ../nbs/05_model.ipynb #4f88743c
 SYSTEM = "You are a helpful assistant."
@@ -125,11 +126,62 @@ def freeze_vision_tower(model, train_merger: bool = True, verbose: bool = True) 
                       f"frozen (merger trainable: {train_merger}); trainable {c['trainable']:,} / {c['total']:,}")
     return c
 
+# %% ../nbs/05_model.ipynb #472e4d9b
+ROPE_TRUNCATING = ('5.3.0', '5.18.0')   # [first, fixed) transformers releases with int(second_per_grid_ts) (#48669)
+
+def rope_index_truncates(version: str | None = None) -> bool:
+    "Does this `transformers` (default: the installed one) truncate Qwen2.5-VL's `second_per_grid_ts` to an int?"
+    from packaging.version import Version
+    lo, hi = ROPE_TRUNCATING
+    return Version(lo) <= Version(version or transformers.__version__) < Version(hi)
+
+# %% ../nbs/05_model.ipynb #3788b1c8
+def _video_spans(types: torch.Tensor) -> list[tuple[int, int]]:
+    "[start, end) of each run of video placeholders (`mm_token_type_ids` == 2) in one row."
+    v = (types == 2).long()
+    edges = torch.diff(torch.cat([v.new_zeros(1), v, v.new_zeros(1)])).nonzero().flatten().tolist()
+    return list(zip(edges[::2], edges[1::2]))
+
+# %% ../nbs/05_model.ipynb #02002da8
+def fractional_rope_index(get_rope_index):
+    "Wrap transformers 5.3-5.17's `Qwen2_5_VLModel.get_rope_index`: temporal id of patch k = P0 + floor(k * tps * s)."
+    def fixed(self, input_ids, mm_token_type_ids, image_grid_thw=None, video_grid_thw=None, second_per_grid_ts=None,
+              attention_mask=None, **kwargs):
+        # no second_per_grid_ts: transformers takes s = 1, so patch k of a video gets temporal id P0 + k * tps
+        pos, deltas = get_rope_index(self, input_ids, mm_token_type_ids, image_grid_thw, video_grid_thw, None,
+                                     attention_mask, **kwargs)
+        if video_grid_thw is None or second_per_grid_ts is None: return pos, deltas
+        tps = self.config.vision_config.tokens_per_second
+        spg = iter(torch.as_tensor(second_per_grid_ts, device=pos.device).reshape(-1))   # one per video, in order
+        for b in range(input_ids.shape[0]):
+            keep = torch.ones_like(input_ids[b], dtype=torch.bool) if attention_mask is None else attention_mask[b].bool()
+            for s, e in _video_spans(mm_token_type_ids[b] * keep):
+                p0 = pos[1, b, s:e].min()                                   # height ids start at P0
+                k = (pos[0, b, s:e] - p0) // tps
+                pos[0, b, s:e] = p0 + (k * (tps * next(spg))).long()       # 5.18+: (arange(T) * tps * s).long()
+            deltas[b] = pos[:, b, keep].max() + 1 - keep.sum()             # generation continues from max + 1
+        return pos, deltas
+    fixed.__doc__, fixed.timer1_unfixed = get_rope_index.__doc__, get_rope_index
+    return fixed
+
+# %% ../nbs/05_model.ipynb #8f09059c
+def fix_rope_index() -> bool:
+    "On transformers 5.3-5.17, make Qwen2.5-VL's temporal ids use the fractional `second_per_grid_ts` (as 5.18+); True if patched."
+    if not rope_index_truncates(): return False
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
+    if not hasattr(Qwen2_5_VLModel.get_rope_index, 'timer1_unfixed'):
+        Qwen2_5_VLModel.get_rope_index = fractional_rope_index(Qwen2_5_VLModel.get_rope_index)
+        from timer1_lib.core import log
+        log(f"transformers {transformers.__version__}: Qwen2.5-VL rope index patched to use fractional "
+            f"second_per_grid_ts (fixed upstream in 5.18, huggingface/transformers#48669)")
+    return True
+
 # %% ../nbs/05_model.ipynb #c273ac45
 def load_model(path, dtype='auto', attn_implementation: str | None = None, device_map=None,
                freeze_vision: bool = False, train_merger: bool = True, **kw):
     "Load a local Qwen2.5-VL (or Qwen2-VL / Qwen3-VL) checkpoint directory; never touches a hub."
     p = _check_local(path)
+    fix_rope_index()
     cfg = AutoConfig.from_pretrained(p, local_files_only=True)
     if isinstance(dtype, str) and dtype != 'auto': dtype = getattr(torch, dtype)
     extra = {} if attn_implementation is None else {'attn_implementation': attn_implementation}
@@ -152,6 +204,7 @@ def model_for_training(model, processor=None, freeze_vision: bool = True, train_
         processor = processor or load_processor(model)
         model = load_model(model, **{'dtype': 'auto', **(init_kwargs or {})})
     if processor is None: processor = load_processor(model.config._name_or_path)
+    fix_rope_index()
     if freeze_vision: freeze_vision_tower(model, train_merger=train_merger, verbose=False)
     return model, processor
 
@@ -334,6 +387,7 @@ def make_random_model(config, out_dir, seed: int = 0, save_weights: bool = True,
 def init_random_model(path, dtype=torch.bfloat16, attn_implementation: str | None = 'sdpa', device='cpu', seed: int = 0):
     "Random-weight model built from the config of checkpoint `path` directly on `device` (nothing read but config)."
     p = _check_local(path)
+    fix_rope_index()
     cfg = AutoConfig.from_pretrained(p, local_files_only=True)
     torch.manual_seed(seed)
     with torch.device(device):

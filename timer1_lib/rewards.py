@@ -160,7 +160,12 @@ def _prepare(pred, gt, duration):
 def _iou(p, g, D): return iou(p, g)
 def _center(p, g, D): return 1.0 - abs((p[0] + p[1]) / 2 - (g[0] + g[1]) / 2) / D
 def _tiou(p, g, D): return iou(p, g) * (1.0 - abs(p[0] - g[0]) / D) * (1.0 - abs(p[1] - g[1]) / D)
-def _tiou_center(p, g, D): return 0.5 * (iou(p, g) + _center(p, g, D))
+def _center_gt(p, g, D):
+    "The ablation's r_center: 1 − |c−c'| / (t'e − t's), clamped at 0; a zero-length gt: 1 iff the centres coincide."
+    dist, length = abs((p[0] + p[1]) / 2 - (g[0] + g[1]) / 2), g[1] - g[0]
+    if length <= 0: return float(dist == 0)
+    return max(0.0, 1.0 - dist / length)
+def _tiou_center(p, g, D): return iou(p, g) + _center_gt(p, g, D)
 def _abs(p, g, D): return 1.0 - (abs(p[0] - g[0]) / D + abs(p[1] - g[1]) / D) / 2
 def _rmse(p, g, D): return 1.0 - math.sqrt(((p[0] - g[0]) / D) ** 2 / 2 + ((p[1] - g[1]) / D) ** 2 / 2)
 EM_TOL = 1.0  # seconds
@@ -178,10 +183,23 @@ def _score(scorer, pred, gt, duration, lo=0.0, hi=1.0) -> float:
     except Exception: return 0.0
     return min(max(r, lo), hi) if math.isfinite(r) else 0.0
 
-def segment_score(name: str, pred, gt, duration) -> float:
-    "Score one parsed prediction `pred` (pair or None) against `gt` with the segment reward `name` (same rules as the reward)."
+
+
+# %% ../nbs/00_rewards.ipynb #0fe77d0c
+def _gt_windows(segment, windows) -> list:
+    "The ground-truth windows of one item: `windows` when it is a non-empty list of pairs, else `[segment]`."
+    if isinstance(windows, (list, tuple)) and windows and all(isinstance(w, (list, tuple)) for w in windows):
+        return list(windows)
+    return [segment]
+
+def _best(scorer, pred, segment, windows, duration, lo=0.0, hi=1.0) -> float:
+    "The best score of `pred` over the item's ground-truth windows."
+    return max(_score(scorer, pred, g, duration, lo, hi) for g in _gt_windows(segment, windows))
+
+def segment_score(name: str, pred, gt, duration, windows=None) -> float:
+    "Score one parsed prediction `pred` (pair or None) against `gt` (or the best of `windows`) with the segment reward `name`."
     if name not in _SCORERS: raise ValueError(f"unknown segment reward {name!r}; valid names: {', '.join(_SCORERS)}")
-    return _score(_SCORERS[name], pred, gt, duration, *REWARD_RANGES.get(name, (0.0, 1.0)))
+    return _best(_SCORERS[name], pred, gt, windows, duration, *REWARD_RANGES.get(name, (0.0, 1.0)))
 
 def _column(x, col: str, n: int, name: str) -> Sequence:
     if x is None:
@@ -192,59 +210,63 @@ def _column(x, col: str, n: int, name: str) -> Sequence:
     if len(x) != n: raise ValueError(f"reward {name!r}: {len(x)} {col!r} values for {n} completions")
     return x
 
-def _batch(name, scorer, completions, segment, duration) -> list[float]:
+def _batch(name, scorer, completions, segment, duration, windows=None) -> list[float]:
     completions = list(completions)
-    segs, durs = _column(segment, 'segment', len(completions), name), _column(duration, 'duration', len(completions), name)
+    n = len(completions)
+    segs, durs = _column(segment, 'segment', n, name), _column(duration, 'duration', n, name)
+    wins = [None] * n if windows is None else _column(windows, 'windows', n, name)
     lo, hi = REWARD_RANGES.get(name, (0.0, 1.0))
-    return [_score(scorer, parse_answer(completion_text(c)), g, d, lo, hi) for c, g, d in zip(completions, segs, durs)]
+    return [_best(scorer, parse_answer(completion_text(c)), g, w, dur, lo, hi)
+            for c, g, w, dur in zip(completions, segs, wins, durs)]
+
 
 # %% ../nbs/00_rewards.ipynb #a2c928a2
 @register_reward('iou')
-def iou_reward(completions, segment=None, duration=None, **kwargs) -> list[float]:
+def iou_reward(completions, segment=None, duration=None, windows=None, **kwargs) -> list[float]:
     "IoU(pred, gt) after clamping to [0, D]; range [0, 1]."
-    return _batch('iou', _iou, completions, segment, duration)
+    return _batch('iou', _iou, completions, segment, duration, windows)
 
 @register_reward('tiou')
-def tiou_reward(completions, segment=None, duration=None, **kwargs) -> list[float]:
+def tiou_reward(completions, segment=None, duration=None, windows=None, **kwargs) -> list[float]:
     "Time-R1 timestamp-aware IoU: IoU·(1−|ts−t's|/D)·(1−|te−t'e|/D); range [0, 1]."
-    return _batch('tiou', _tiou, completions, segment, duration)
+    return _batch('tiou', _tiou, completions, segment, duration, windows)
 
-@register_reward('tiou_center')
-def tiou_center_reward(completions, segment=None, duration=None, **kwargs) -> list[float]:
-    "(IoU + r_center)/2 with r_center = 1−|c−c'|/D (halved to stay in [0, 1]); range [0, 1]."
-    return _batch('tiou_center', _tiou_center, completions, segment, duration)
+@register_reward('tiou_center', 0.0, 2.0)
+def tiou_center_reward(completions, segment=None, duration=None, windows=None, **kwargs) -> list[float]:
+    "Time-R1 ablation: IoU + r_center, r_center = max(0, 1−|c−c'|/(t'e−t's)) (gt length); range [0, 2]."
+    return _batch('tiou_center', _tiou_center, completions, segment, duration, windows)
 
 @register_reward('em')
-def em_reward(completions, segment=None, duration=None, **kwargs) -> list[float]:
+def em_reward(completions, segment=None, duration=None, windows=None, **kwargs) -> list[float]:
     "1.0 if both boundaries are within EM_TOL = 1 s of the ground truth, else 0.0; values {0, 1}."
-    return _batch('em', _em, completions, segment, duration)
+    return _batch('em', _em, completions, segment, duration, windows)
 
 @register_reward('abs')
-def abs_reward(completions, segment=None, duration=None, **kwargs) -> list[float]:
+def abs_reward(completions, segment=None, duration=None, windows=None, **kwargs) -> list[float]:
     "1 − (|ts−t's| + |te−t'e|)/(2D); range [0, 1]."
-    return _batch('abs', _abs, completions, segment, duration)
+    return _batch('abs', _abs, completions, segment, duration, windows)
 
 @register_reward('rmse')
-def rmse_reward(completions, segment=None, duration=None, **kwargs) -> list[float]:
+def rmse_reward(completions, segment=None, duration=None, windows=None, **kwargs) -> list[float]:
     "1 − sqrt(((ts−t's)² + (te−t'e)²)/2)/D; range [0, 1]."
-    return _batch('rmse', _rmse, completions, segment, duration)
+    return _batch('rmse', _rmse, completions, segment, duration, windows)
 
 @register_reward('center')
-def center_reward(completions, segment=None, duration=None, **kwargs) -> list[float]:
+def center_reward(completions, segment=None, duration=None, windows=None, **kwargs) -> list[float]:
     "1 − |c−c'|/D with c the segment centre; range [0, 1]."
-    return _batch('center', _center, completions, segment, duration)
+    return _batch('center', _center, completions, segment, duration, windows)
 
 @register_reward('recall')
-def recall_reward(completions, segment=None, duration=None, **kwargs) -> list[float]:
+def recall_reward(completions, segment=None, duration=None, windows=None, **kwargs) -> list[float]:
     "Mean over m in (0.3, 0.5, 0.7) of 1[IoU > m]: the R1@m metrics as a reward; values {0, 1/3, 2/3, 1}."
-    return _batch('recall', _recall, completions, segment, duration)
+    return _batch('recall', _recall, completions, segment, duration, windows)
 
 def make_em_reward(tol: float) -> Callable[..., list[float]]:
     "An `em` reward with tolerance `tol` seconds (not registered; `__name__` is `em@{tol}s`)."
     t = _num(tol)
     if t is None or t < 0: raise ValueError(f"em tolerance must be a finite number >= 0 seconds, got {tol!r}")
-    def reward(completions, segment=None, duration=None, **kwargs) -> list[float]:
-        return _batch('em', lambda p, g, D: _em(p, g, D, t), completions, segment, duration)
+    def reward(completions, segment=None, duration=None, windows=None, **kwargs) -> list[float]:
+        return _batch('em', lambda p, g, D: _em(p, g, D, t), completions, segment, duration, windows)
     reward.__name__ = f"em@{t:g}s"
     return reward
 

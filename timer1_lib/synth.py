@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, asdict
 from fractions import Fraction
 from pathlib import Path
 import numpy as np
+from fastcore.basics import patch
 
 from .core import atomic_write, write_json
 
@@ -149,50 +150,56 @@ class _Eval:
             if s > 0: self.bfrom[s:e] = f.bg[s - 1]
             if e < f.n: self.bto[s:e] = f.bg[e]
 
-    def _obj(self, shape, colour=None):
-        m = self.present.copy()
-        if shape is not None: m &= self.f.shape == SHAPES.index(shape)
-        if colour is not None: m &= self.f.col == _OBJ.index(colour)
-        return m
+# %% ../nbs/04_synth.ipynb #a0caac0a
+@patch
+def _obj(self: _Eval, shape, colour=None):
+    m = self.present.copy()
+    if shape is not None: m &= self.f.shape == SHAPES.index(shape)
+    if colour is not None: m &= self.f.col == _OBJ.index(colour)
+    return m
 
-    def mask(self, p: dict) -> np.ndarray:
-        "Per-frame truth of atom `p`."
-        key = json.dumps(p, sort_keys=True)
-        if key in self.cache: return self.cache[key]
-        op = p['op']
-        if op == 'visible': m = self._obj(p['shape'], p['colour']).any(1)
-        elif op == 'count': m = self._obj(p['shape'], p['colour']).sum(1) == p['n']
-        elif op == 'moving':
-            m = self._obj(p['shape'], p['colour']) & self.off
-            if p['dir'] is not None: m &= self.dir == _DIRS.index(p['dir'])
-            m = m.any(1)
-        elif op == 'recolour':
-            m = self._obj(p['shape']) & (self.f.col < 0) & (self.cfrom == _OBJ.index(p['from']))
-            if p['to'] is not None: m &= self.cto == _OBJ.index(p['to'])
-            m = m.any(1)
-        elif op == 'bg': m = self.f.bg == _BG.index(p['colour'])
-        elif op == 'bg_change':
-            m = self.f.bg < 0
-            if p['from'] is not None: m &= self.bfrom == _BG.index(p['from'])
-            if p['to'] is not None: m &= self.bto == _BG.index(p['to'])
-        elif op == 'and': m = self.mask(p['a']) & self.mask(p['b'])
-        else: raise ValueError(f'{op!r} is not an atom')
-        self.cache[key] = m
-        return m
+# %% ../nbs/04_synth.ipynb #276861b1
+@patch
+def mask(self: _Eval, p: dict) -> np.ndarray:
+    "Per-frame truth of atom `p`."
+    key = json.dumps(p, sort_keys=True)
+    if key in self.cache: return self.cache[key]
+    op = p['op']
+    if op == 'visible': m = self._obj(p['shape'], p['colour']).any(1)
+    elif op == 'count': m = self._obj(p['shape'], p['colour']).sum(1) == p['n']
+    elif op == 'moving':
+        m = self._obj(p['shape'], p['colour']) & self.off
+        if p['dir'] is not None: m &= self.dir == _DIRS.index(p['dir'])
+        m = m.any(1)
+    elif op == 'recolour':
+        m = self._obj(p['shape']) & (self.f.col < 0) & (self.cfrom == _OBJ.index(p['from']))
+        if p['to'] is not None: m &= self.cto == _OBJ.index(p['to'])
+        m = m.any(1)
+    elif op == 'bg': m = self.f.bg == _BG.index(p['colour'])
+    elif op == 'bg_change':
+        m = self.f.bg < 0
+        if p['from'] is not None: m &= self.bfrom == _BG.index(p['from'])
+        if p['to'] is not None: m &= self.bto == _BG.index(p['to'])
+    elif op == 'and': m = self.mask(p['a']) & self.mask(p['b'])
+    else: raise ValueError(f'{op!r} is not an atom')
+    self.cache[key] = m
+    return m
 
-    def intervals(self, p: dict) -> list[tuple[int, int]]:
-        "Answer intervals (frames, [s, e)) of program `p`."
-        op = p['op']
-        if op == 'nth':
-            ivs = self.intervals(p['of']); k = p['k']
-            return [ivs[k if k < 0 else k - 1]] if (k < 0 and ivs) or 0 < k <= len(ivs) else []
-        if op in ('after', 'before'):
-            A, P = self.intervals(p['anchor']), self.intervals(p['of'])
-            if len(A) != 1: return []
-            a0, a1 = A[0]
-            if any(s < a1 and e > a0 for s, e in P): return []       # a target interval overlaps the anchor
-            return [iv for iv in P if (iv[0] >= a1 if op == 'after' else iv[1] <= a0)]
-        return _runs(self.mask(p))
+# %% ../nbs/04_synth.ipynb #f24692c6
+@patch
+def intervals(self: _Eval, p: dict) -> list[tuple[int, int]]:
+    "Answer intervals (frames, [s, e)) of program `p`."
+    op = p['op']
+    if op == 'nth':
+        ivs = self.intervals(p['of']); k = p['k']
+        return [ivs[k if k < 0 else k - 1]] if (k < 0 and ivs) or 0 < k <= len(ivs) else []
+    if op in ('after', 'before'):
+        A, P = self.intervals(p['anchor']), self.intervals(p['of'])
+        if len(A) != 1: return []
+        a0, a1 = A[0]
+        if any(s < a1 and e > a0 for s, e in P): return []       # a target interval overlaps the anchor
+        return [iv for iv in P if (iv[0] >= a1 if op == 'after' else iv[1] <= a0)]
+    return _runs(self.mask(p))
 
 # %% ../nbs/04_synth.ipynb #f4c6d489
 def answer_intervals(program: dict, facts: Facts) -> list[tuple[float, float]]:
@@ -244,85 +251,116 @@ class SynthConfig:
     crf: int = field(default=15, metadata={'help': 'libx264 constant rate factor (lower = better quality)'})
 
     def __post_init__(self):
-        for k in ('duration', 'objects', 'distractors', 'bg_changes', 'span', 'transition'):
-            kind = int if k in ('objects', 'distractors', 'bg_changes') else float
-            lo, hi = {'span': (1e-3, 1.0), 'duration': (1e-3, math.inf)}.get(k, (0, math.inf))
-            setattr(self, k, _rng_pair(k, getattr(self, k), kind, lo, hi))
-        for k in ('shapes', 'colours', 'backgrounds', 'qtypes', 'heldout_qtypes'): setattr(self, k, tuple(getattr(self, k)))
-        for k, known in (('shapes', SHAPES), ('colours', _OBJ), ('backgrounds', _BG), ('qtypes', QTYPES),
-                         ('heldout_qtypes', QTYPES)):
-            bad = [v for v in getattr(self, k) if v not in known]
-            if bad: raise ValueError(f'{k}: unknown {bad}; choose from {list(known)}')
-        if len(self.shapes) < 2 or len(self.colours) < 2: raise ValueError('need at least 2 shapes and 2 colours')
-        if len(self.backgrounds) < 1 + (self.bg_changes[1] > 0): raise ValueError('bg_changes > 0 needs >= 2 backgrounds')
-        if self.n_videos < 1: raise ValueError(f'n_videos must be >= 1, got {self.n_videos}')
-        if self.fps <= 0: raise ValueError(f'fps must be > 0, got {self.fps}')
-        q = self.time_step * self.fps
-        if self.time_step <= 0 or abs(q - round(q)) > 1e-9 or round(q) < 1:
-            raise ValueError(f'time_step * fps must be a positive integer (frames per step), got {self.time_step} * {self.fps}')
-        if self.duration[0] < 8 * self.time_step:
-            raise ValueError(f'duration min {self.duration[0]} s is too short: need >= 8 time steps ({8 * self.time_step} s)')
-        if self.size % 2 or self.size < 32: raise ValueError(f'size must be even and >= 32 (libx264 yuv420p), got {self.size}')
-        if not 2 <= self.grid <= 8: raise ValueError(f'grid must be in [2, 8], got {self.grid}')
-        if self.size / self.grid < 14: raise ValueError(f'cells of {self.size / self.grid:.1f} px are too small: need size/grid >= 14')
-        if self.objects[1] + self.distractors[1] > self.grid ** 2:
-            raise ValueError(f'{self.objects[1]} objects + {self.distractors[1]} distractors do not fit {self.grid}x{self.grid} cells')
-        if self.objects[1] < 1: raise ValueError('objects max must be >= 1')
-        for k in ('similar_distractors', 'reappear', 'p_move', 'p_recolour', 'p_multiply', 'p_distractor_move'):
-            if not 0 <= getattr(self, k) <= 1: raise ValueError(f'{k} must be a probability in [0, 1], got {getattr(self, k)}')
-        for k in ('duration_dist', 'span_dist'):
-            if getattr(self, k) not in ('uniform', 'loguniform'): raise ValueError(f"{k} must be 'uniform' or 'loguniform', got {getattr(self, k)!r}")
-        if self.transition[0] < self.time_step: raise ValueError(f'transition min must be >= time_step ({self.time_step} s)')
-        if self.queries_per_video < 1: raise ValueError('queries_per_video must be >= 1')
-        if not self.qtypes: raise ValueError('qtypes is empty')
-        if self.qtype_weights is not None:
-            bad = [k for k, w in self.qtype_weights.items() if k not in QTYPES or not w >= 0]
-            if bad: raise ValueError(f'qtype_weights: bad entries {bad} (names from QTYPES, weights >= 0)')
-        if not set(self.heldout_qtypes) <= set(self.qtypes): raise ValueError('heldout_qtypes must be a subset of qtypes')
-        if set(self.heldout_qtypes) == set(self.qtypes): raise ValueError('heldout_qtypes leaves no query type for training')
-        if not 0 <= self.test_frac < 1: raise ValueError(f'test_frac must be in [0, 1), got {self.test_frac}')
-        if self.heldout_qtypes and round(self.test_frac * self.n_videos) == 0:
-            raise ValueError('heldout_qtypes need test videos: raise test_frac or n_videos')
-        if not 0 < self.max_rel_len <= 1: raise ValueError(f'max_rel_len must be in (0, 1], got {self.max_rel_len}')
-        if not 0 <= self.crf <= 51: raise ValueError(f'crf must be in [0, 51], got {self.crf}')
+        "Normalise, then validate: the steps are attached below with `@patch` (in this order)."
+        self._normalise(); self._check_palette(); self._check_frames(); self._check_script(); self._check_queries()
 
-    @property
-    def geom(self) -> Geometry: return Geometry(self.size, self.grid)
-    @property
-    def step(self) -> int:
-        "Frames per time step."
-        return int(round(self.time_step * self.fps))
+# %% ../nbs/04_synth.ipynb #4607efc3
+@patch
+def _normalise(self: SynthConfig):
+    "(min, max) pairs checked and typed; sequences as tuples (so that json round-trips compare equal)."
+    for k in ('duration', 'objects', 'distractors', 'bg_changes', 'span', 'transition'):
+        kind = int if k in ('objects', 'distractors', 'bg_changes') else float
+        lo, hi = {'span': (1e-3, 1.0), 'duration': (1e-3, math.inf)}.get(k, (0, math.inf))
+        setattr(self, k, _rng_pair(k, getattr(self, k), kind, lo, hi))
+    for k in ('shapes', 'colours', 'backgrounds', 'qtypes', 'heldout_qtypes'): setattr(self, k, tuple(getattr(self, k)))
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+# %% ../nbs/04_synth.ipynb #1288807c
+@patch
+def _check_palette(self: SynthConfig):
+    for k, known in (('shapes', SHAPES), ('colours', _OBJ), ('backgrounds', _BG), ('qtypes', QTYPES),
+                     ('heldout_qtypes', QTYPES)):
+        bad = [v for v in getattr(self, k) if v not in known]
+        if bad: raise ValueError(f'{k}: unknown {bad}; choose from {list(known)}')
+    if len(self.shapes) < 2 or len(self.colours) < 2: raise ValueError('need at least 2 shapes and 2 colours')
+    if len(self.backgrounds) < 1 + (self.bg_changes[1] > 0): raise ValueError('bg_changes > 0 needs >= 2 backgrounds')
 
-    def config_hash(self) -> str:
-        "Hash of the config and the generator version: equal hashes = identical generations."
-        s = json.dumps({'config': self.to_dict(), 'version': SYNTH_VERSION}, sort_keys=True)
-        return hashlib.sha256(s.encode()).hexdigest()[:16]
+# %% ../nbs/04_synth.ipynb #9146e0f4
+@patch
+def _check_frames(self: SynthConfig):
+    if self.n_videos < 1: raise ValueError(f'n_videos must be >= 1, got {self.n_videos}')
+    if self.fps <= 0: raise ValueError(f'fps must be > 0, got {self.fps}')
+    q = self.time_step * self.fps
+    if self.time_step <= 0 or abs(q - round(q)) > 1e-9 or round(q) < 1:
+        raise ValueError(f'time_step * fps must be a positive integer (frames per step), got {self.time_step} * {self.fps}')
+    if self.duration[0] < 8 * self.time_step:
+        raise ValueError(f'duration min {self.duration[0]} s is too short: need >= 8 time steps ({8 * self.time_step} s)')
+    if self.size % 2 or self.size < 32: raise ValueError(f'size must be even and >= 32 (libx264 yuv420p), got {self.size}')
+    if not 2 <= self.grid <= 8: raise ValueError(f'grid must be in [2, 8], got {self.grid}')
+    if self.size / self.grid < 14: raise ValueError(f'cells of {self.size / self.grid:.1f} px are too small: need size/grid >= 14')
+    if self.objects[1] + self.distractors[1] > self.grid ** 2:
+        raise ValueError(f'{self.objects[1]} objects + {self.distractors[1]} distractors do not fit {self.grid}x{self.grid} cells')
+    if self.objects[1] < 1: raise ValueError('objects max must be >= 1')
 
-    @classmethod
-    def tiny(cls, **kw) -> SynthConfig:
-        "Short (8-24 s) 56x56 videos with few events, sized for CPU training runs of minutes."
-        return cls(**({'n_videos': 200, 'duration': (8.0, 24.0), 'size': 56, 'fps': 4.0, 'objects': (2, 3),
-                       'distractors': (1, 2), 'bg_changes': (1, 2), 'reappear': 0.5, 'span': (0.15, 0.5)} | kw))
+# %% ../nbs/04_synth.ipynb #58d6f236
+@patch
+def _check_script(self: SynthConfig):
+    for k in ('similar_distractors', 'reappear', 'p_move', 'p_recolour', 'p_multiply', 'p_distractor_move'):
+        if not 0 <= getattr(self, k) <= 1: raise ValueError(f'{k} must be a probability in [0, 1], got {getattr(self, k)}')
+    for k in ('duration_dist', 'span_dist'):
+        if getattr(self, k) not in ('uniform', 'loguniform'): raise ValueError(f"{k} must be 'uniform' or 'loguniform', got {getattr(self, k)!r}")
+    if self.transition[0] < self.time_step: raise ValueError(f'transition min must be >= time_step ({self.time_step} s)')
 
-    @classmethod
-    def learn(cls, **kw) -> SynthConfig:
-        "The CPU training default: 8-20 s 56x56 videos on a 2x2 grid at 2 fps, whole-second events, no colour changes, 3 query types."
-        return cls(**({'n_videos': 1000, 'duration': (8.0, 20.0), 'size': 56, 'grid': 2, 'fps': 2.0, 'time_step': 1.0,
-                       'objects': (1, 2), 'distractors': (1, 2), 'bg_changes': (0, 2), 'reappear': 0.5, 'p_recolour': 0.0,
-                       'transition': (1.0, 2.0), 'span': (0.15, 0.5),
-                       'qtypes': ('Object Existence (Simple)', 'Object Existence (Complex)', 'Object Counting')} | kw))
+# %% ../nbs/04_synth.ipynb #908bd350
+@patch
+def _check_queries(self: SynthConfig):
+    if self.queries_per_video < 1: raise ValueError('queries_per_video must be >= 1')
+    if not self.qtypes: raise ValueError('qtypes is empty')
+    if self.qtype_weights is not None:
+        bad = [k for k, w in self.qtype_weights.items() if k not in QTYPES or not w >= 0]
+        if bad: raise ValueError(f'qtype_weights: bad entries {bad} (names from QTYPES, weights >= 0)')
+    if not set(self.heldout_qtypes) <= set(self.qtypes): raise ValueError('heldout_qtypes must be a subset of qtypes')
+    if set(self.heldout_qtypes) == set(self.qtypes): raise ValueError('heldout_qtypes leaves no query type for training')
+    if not 0 <= self.test_frac < 1: raise ValueError(f'test_frac must be in [0, 1), got {self.test_frac}')
+    if self.heldout_qtypes and round(self.test_frac * self.n_videos) == 0:
+        raise ValueError('heldout_qtypes need test videos: raise test_frac or n_videos')
+    if not 0 < self.max_rel_len <= 1: raise ValueError(f'max_rel_len must be in (0, 1], got {self.max_rel_len}')
+    if not 0 <= self.crf <= 51: raise ValueError(f'crf must be in [0, 51], got {self.crf}')
 
-    @classmethod
-    def tvgbench_like(cls, **kw) -> SynthConfig:
-        "5-180 s videos, 2 fps, 112x112 on a 4x4 grid; answer lengths spread like TVGBench's."
-        return cls(**({'n_videos': 500, 'duration': (5.0, 180.0), 'fps': 2.0, 'size': 112, 'grid': 4,
-                       'objects': (3, 6), 'distractors': (2, 5), 'bg_changes': (1, 3), 'reappear': 0.5,
-                       'span': (0.06, 0.7), 'span_dist': 'loguniform', 'transition': (3.0, 20.0),
-                       'max_rel_len': 0.8, 'queries_per_video': 3} | kw))
+# %% ../nbs/04_synth.ipynb #4586d54c
+@patch(as_prop=True)
+def geom(self: SynthConfig) -> Geometry: return Geometry(self.size, self.grid)
+
+@patch(as_prop=True)
+def step(self: SynthConfig) -> int:
+    "Frames per time step."
+    return int(round(self.time_step * self.fps))
+
+# %% ../nbs/04_synth.ipynb #fd378b1a
+@patch
+def to_dict(self: SynthConfig) -> dict:
+    d = asdict(self)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+@patch
+def config_hash(self: SynthConfig) -> str:
+    "Hash of the config and the generator version: equal hashes = identical generations."
+    s = json.dumps({'config': self.to_dict(), 'version': SYNTH_VERSION}, sort_keys=True)
+    return hashlib.sha256(s.encode()).hexdigest()[:16]
+
+# %% ../nbs/04_synth.ipynb #13973940
+@patch(cls_method=True)
+def tiny(cls: SynthConfig, **kw) -> SynthConfig:
+    "Short (8-24 s) 56x56 videos with few events, sized for CPU training runs of minutes."
+    return cls(**({'n_videos': 200, 'duration': (8.0, 24.0), 'size': 56, 'fps': 4.0, 'objects': (2, 3),
+                   'distractors': (1, 2), 'bg_changes': (1, 2), 'reappear': 0.5, 'span': (0.15, 0.5)} | kw))
+
+# %% ../nbs/04_synth.ipynb #8ac9e9a9
+@patch(cls_method=True)
+def learn(cls: SynthConfig, **kw) -> SynthConfig:
+    "The CPU training default: 8-20 s 56x56 videos on a 2x2 grid at 2 fps, whole-second events, no colour changes, 3 query types."
+    return cls(**({'n_videos': 1000, 'duration': (8.0, 20.0), 'size': 56, 'grid': 2, 'fps': 2.0, 'time_step': 1.0,
+                   'objects': (1, 2), 'distractors': (1, 2), 'bg_changes': (0, 2), 'reappear': 0.5, 'p_recolour': 0.0,
+                   'transition': (1.0, 2.0), 'span': (0.15, 0.5),
+                   'qtypes': ('Object Existence (Simple)', 'Object Existence (Complex)', 'Object Counting')} | kw))
+
+# %% ../nbs/04_synth.ipynb #3ffec791
+@patch(cls_method=True)
+def tvgbench_like(cls: SynthConfig, **kw) -> SynthConfig:
+    "5-180 s videos, 2 fps, 112x112 on a 4x4 grid; answer lengths spread like TVGBench's."
+    return cls(**({'n_videos': 500, 'duration': (5.0, 180.0), 'fps': 2.0, 'size': 112, 'grid': 4,
+                   'objects': (3, 6), 'distractors': (2, 5), 'bg_changes': (1, 3), 'reappear': 0.5,
+                   'span': (0.06, 0.7), 'span_dist': 'loguniform', 'transition': (3.0, 20.0),
+                   'max_rel_len': 0.8, 'queries_per_video': 3} | kw))
 
 PRESETS = {'learn': SynthConfig.learn, 'tiny': SynthConfig.tiny, 'tvgbench_like': SynthConfig.tvgbench_like}
 
@@ -380,149 +418,162 @@ class _Builder:
     def t(self, f: int) -> float: return round(f / self.cfg.fps, 6)
     def cap(self, a: int, e: int, text: str): self.caps.append({'start': self.t(a), 'end': self.t(e), 'caption': text})
 
-    # -- background --
-    def background(self):
-        cfg, n, Q = self.cfg, self.n, self.Q
-        self.bg = np.full(n, -1); self.bg_a = np.zeros(n, int); self.bg_b = np.zeros(n, int); self.bg_t = np.zeros(n)
-        cur = str(self.rng.choice(cfg.backgrounds))
-        k = int(self.rng.integers(cfg.bg_changes[0], cfg.bg_changes[1] + 1))
-        lens = [self.trans_len() for _ in range(k)]
-        while k and 4 * Q + sum(lens) + 2 * Q * (k - 1) > n: k -= 1; lens.pop()
-        free = (n - 4 * Q - sum(lens) - 2 * Q * max(k - 1, 0)) // Q
-        cuts = np.sort(self.rng.integers(0, free + 1, k)) if k else []
-        starts, pos = [], 2 * Q
-        for i in range(k):
-            starts.append(pos + Q * int(cuts[i] - (cuts[i - 1] if i else 0)))
-            pos = starts[-1] + lens[i] + 2 * Q
-        prev = 0
-        for s, L in zip(starts, lens):
-            nxt = sorted(b for (a, b) in BG_PAIRS if a == cur and b in cfg.backgrounds)
-            if not nxt: break
-            new = str(self.rng.choice(nxt))
-            ci, ni = _BG.index(cur), _BG.index(new)
-            self.bg[prev:s] = ci; self.bg_a[prev:s] = ci; self.bg_b[prev:s] = ci
-            self.cap(prev, s, f'the background is {cur}')
-            self.bg_a[s:s + L], self.bg_b[s:s + L] = ci, ni
-            self.bg_t[s:s + L] = _BLEND[0] + (_BLEND[1] - _BLEND[0]) * (np.arange(L) + 0.5) / L
-            self.cap(s, s + L, f'the background changes from {cur} to {new}')
-            cur, prev = new, s + L
-        ci = _BG.index(cur)
-        self.bg[prev:] = ci; self.bg_a[prev:] = ci; self.bg_b[prev:] = ci
-        self.cap(prev, n, f'the background is {cur}')
+# %% ../nbs/04_synth.ipynb #1b05c8d6
+@patch
+def background(self: _Builder):
+    cfg, n, Q = self.cfg, self.n, self.Q
+    self.bg = np.full(n, -1); self.bg_a = np.zeros(n, int); self.bg_b = np.zeros(n, int); self.bg_t = np.zeros(n)
+    cur = str(self.rng.choice(cfg.backgrounds))
+    k = int(self.rng.integers(cfg.bg_changes[0], cfg.bg_changes[1] + 1))
+    lens = [self.trans_len() for _ in range(k)]
+    while k and 4 * Q + sum(lens) + 2 * Q * (k - 1) > n: k -= 1; lens.pop()
+    free = (n - 4 * Q - sum(lens) - 2 * Q * max(k - 1, 0)) // Q
+    cuts = np.sort(self.rng.integers(0, free + 1, k)) if k else []
+    starts, pos = [], 2 * Q
+    for i in range(k):
+        starts.append(pos + Q * int(cuts[i] - (cuts[i - 1] if i else 0)))
+        pos = starts[-1] + lens[i] + 2 * Q
+    prev = 0
+    for s, L in zip(starts, lens):
+        nxt = sorted(b for (a, b) in BG_PAIRS if a == cur and b in cfg.backgrounds)
+        if not nxt: break
+        new = str(self.rng.choice(nxt))
+        ci, ni = _BG.index(cur), _BG.index(new)
+        self.bg[prev:s] = ci; self.bg_a[prev:s] = ci; self.bg_b[prev:s] = ci
+        self.cap(prev, s, f'the background is {cur}')
+        self.bg_a[s:s + L], self.bg_b[s:s + L] = ci, ni
+        self.bg_t[s:s + L] = _BLEND[0] + (_BLEND[1] - _BLEND[0]) * (np.arange(L) + 0.5) / L
+        self.cap(s, s + L, f'the background changes from {cur} to {new}')
+        cur, prev = new, s + L
+    ci = _BG.index(cur)
+    self.bg[prev:] = ci; self.bg_a[prev:] = ci; self.bg_b[prev:] = ci
+    self.cap(prev, n, f'the background is {cur}')
 
-    # -- objects --
-    def spans(self, k: int) -> list[tuple[int, int]]:
-        n, Q = self.n, self.Q
-        lens = [self.span_len() for _ in range(k)]
-        while k > 1 and sum(lens) + 2 * Q > n: k -= 1; lens = lens[:k]
-        if k == 1:
-            a = self._qi(0, (n - lens[0]) // Q * Q); return [(a, min(n, a + lens[0]))]
-        free = (n - sum(lens) - 2 * Q) // Q
-        c = np.sort(self.rng.integers(0, free + 1, 2))
-        a1 = Q * int(c[0]); a2 = a1 + lens[0] + 2 * Q + Q * int(c[1] - c[0])
-        return [(a1, a1 + lens[0]), (a2, min(n, a2 + lens[1]))]
+# %% ../nbs/04_synth.ipynb #406b0a2a
+@patch
+def spans(self: _Builder, k: int) -> list[tuple[int, int]]:
+    n, Q = self.n, self.Q
+    lens = [self.span_len() for _ in range(k)]
+    while k > 1 and sum(lens) + 2 * Q > n: k -= 1; lens = lens[:k]
+    if k == 1:
+        a = self._qi(0, (n - lens[0]) // Q * Q); return [(a, min(n, a + lens[0]))]
+    free = (n - sum(lens) - 2 * Q) // Q
+    c = np.sort(self.rng.integers(0, free + 1, 2))
+    a1 = Q * int(c[0]); a2 = a1 + lens[0] + 2 * Q + Q * int(c[1] - c[0])
+    return [(a1, a1 + lens[0]), (a2, min(n, a2 + lens[1]))]
 
-    def place(self, o: _Obj, a: int, e: int, cell: int, colour: int):
-        o.vis[a:e] = True; o.cell[a:e] = cell; o.x[a:e], o.y[a:e] = self.g.xy(cell)
-        o.col[a:e] = colour; o.ca[a:e] = colour; o.cb[a:e] = colour; o.ct[a:e] = 0
-        self.occ[cell, a:e] = True
+@patch
+def place(self: _Builder, o: _Obj, a: int, e: int, cell: int, colour: int):
+    o.vis[a:e] = True; o.cell[a:e] = cell; o.x[a:e], o.y[a:e] = self.g.xy(cell)
+    o.col[a:e] = colour; o.ca[a:e] = colour; o.cb[a:e] = colour; o.ct[a:e] = 0
+    self.occ[cell, a:e] = True
 
-    def move(self, o: _Obj, t: int, e: int) -> int | None:
-        "Try to move `o` (at rest from frame t to its appearance end e) to a free adjacent cell; returns end frame."
-        L = self.trans_len()
-        if t + L + self.Q > e: return None
-        A = int(o.cell[t]); opts = [(d, c) for d, c in self.g.neighbours(A).items() if not self.occ[c, t:e].any()]
-        if not opts: return None
-        d, B = opts[int(self.rng.integers(len(opts)))]
-        (xa, ya), (xb, yb) = self.g.xy(A), self.g.xy(B)
-        dist = abs(xb - xa) + abs(yb - ya)
-        off = np.full(L, dist / 2) if L == 1 else 3 + (dist - 6) * np.arange(L) / (L - 1)
-        off = np.round(off).astype(int); sx, sy = np.sign(xb - xa), np.sign(yb - ya)
-        o.x[t:t + L], o.y[t:t + L] = xa + sx * off, ya + sy * off; o.cell[t:t + L] = -1
-        o.x[t + L:e], o.y[t + L:e] = xb, yb; o.cell[t + L:e] = B
-        self.occ[A, t + L:e] = False; self.occ[B, t:e] = True
-        c = _OBJ[o.col[t]]
-        self.cap(t, t + L, f'the {c} {o.shape} moves {_DIRPH[d]} (from the {self.g.name(A)} to the {self.g.name(B)})')
-        self.events.append({'kind': 'move', 'shape': o.shape, 'colour': c, 'dir': d})
-        return t + L
+# %% ../nbs/04_synth.ipynb #caf9145e
+@patch
+def move(self: _Builder, o: _Obj, t: int, e: int) -> int | None:
+    "Try to move `o` (at rest from frame t to its appearance end e) to a free adjacent cell; returns end frame."
+    L = self.trans_len()
+    if t + L + self.Q > e: return None
+    A = int(o.cell[t]); opts = [(d, c) for d, c in self.g.neighbours(A).items() if not self.occ[c, t:e].any()]
+    if not opts: return None
+    d, B = opts[int(self.rng.integers(len(opts)))]
+    (xa, ya), (xb, yb) = self.g.xy(A), self.g.xy(B)
+    dist = abs(xb - xa) + abs(yb - ya)
+    off = np.full(L, dist / 2) if L == 1 else 3 + (dist - 6) * np.arange(L) / (L - 1)
+    off = np.round(off).astype(int); sx, sy = np.sign(xb - xa), np.sign(yb - ya)
+    o.x[t:t + L], o.y[t:t + L] = xa + sx * off, ya + sy * off; o.cell[t:t + L] = -1
+    o.x[t + L:e], o.y[t + L:e] = xb, yb; o.cell[t + L:e] = B
+    self.occ[A, t + L:e] = False; self.occ[B, t:e] = True
+    c = _OBJ[o.col[t]]
+    self.cap(t, t + L, f'the {c} {o.shape} moves {_DIRPH[d]} (from the {self.g.name(A)} to the {self.g.name(B)})')
+    self.events.append({'kind': 'move', 'shape': o.shape, 'colour': c, 'dir': d})
+    return t + L
 
-    def recolour(self, o: _Obj, t: int, e: int) -> int | None:
-        L = self.trans_len()
-        if t + L + self.Q > e: return None
-        old = _OBJ[o.col[t]]; opts = sorted(b for (a, b) in RECOLOUR_PAIRS if a == old and b in self.cfg.colours)
-        if not opts: return None
-        new = str(self.rng.choice(opts)); oi, ni = _OBJ.index(old), _OBJ.index(new)
-        o.col[t:t + L] = -1; o.ca[t:t + L] = oi; o.cb[t:t + L] = ni
-        o.ct[t:t + L] = _BLEND[0] + (_BLEND[1] - _BLEND[0]) * (np.arange(L) + 0.5) / L
-        o.col[t + L:e] = ni; o.ca[t + L:e] = ni; o.cb[t + L:e] = ni; o.ct[t + L:e] = 0
-        self.cap(t, t + L, f'the {o.shape} changes colour from {old} to {new}')
-        self.events.append({'kind': 'recolour', 'shape': o.shape, 'from': old, 'to': new})
-        return t + L
+# %% ../nbs/04_synth.ipynb #44dc521c
+@patch
+def recolour(self: _Builder, o: _Obj, t: int, e: int) -> int | None:
+    L = self.trans_len()
+    if t + L + self.Q > e: return None
+    old = _OBJ[o.col[t]]; opts = sorted(b for (a, b) in RECOLOUR_PAIRS if a == old and b in self.cfg.colours)
+    if not opts: return None
+    new = str(self.rng.choice(opts)); oi, ni = _OBJ.index(old), _OBJ.index(new)
+    o.col[t:t + L] = -1; o.ca[t:t + L] = oi; o.cb[t:t + L] = ni
+    o.ct[t:t + L] = _BLEND[0] + (_BLEND[1] - _BLEND[0]) * (np.arange(L) + 0.5) / L
+    o.col[t + L:e] = ni; o.ca[t + L:e] = ni; o.cb[t + L:e] = ni; o.ct[t + L:e] = 0
+    self.cap(t, t + L, f'the {o.shape} changes colour from {old} to {new}')
+    self.events.append({'kind': 'recolour', 'shape': o.shape, 'from': old, 'to': new})
+    return t + L
 
-    def multiply(self, o: _Obj, t: int, e: int) -> int | None:
-        if t + 2 * self.Q > e: return None
-        t2 = self._qi(t + 2 * self.Q, e)
-        k = int(self.rng.integers(2, 5)); A = int(o.cell[t])
-        near = [c for c in self.g.neighbours(A).values() if not self.occ[c, t:t2].any()]
-        far = [c for c in self.free(t, t2) if c not in near]
-        self.rng.shuffle(near); self.rng.shuffle(far)
-        cells = (near + far)[:k - 1]
-        if not cells: return None
-        ci = int(o.col[t]); c = _OBJ[ci]
-        for cell in cells:
-            cp = _Obj(self.n, o.shape, c, False); self.place(cp, t, t2, cell, ci); self.objs.append(cp)
-        self.cap(t, t2, f'the {c} {o.shape} splits into {_NUM[len(cells) + 1]} {c} {_plural(o.shape)}')
-        return t2
+# %% ../nbs/04_synth.ipynb #335018f5
+@patch
+def multiply(self: _Builder, o: _Obj, t: int, e: int) -> int | None:
+    if t + 2 * self.Q > e: return None
+    t2 = self._qi(t + 2 * self.Q, e)
+    k = int(self.rng.integers(2, 5)); A = int(o.cell[t])
+    near = [c for c in self.g.neighbours(A).values() if not self.occ[c, t:t2].any()]
+    far = [c for c in self.free(t, t2) if c not in near]
+    self.rng.shuffle(near); self.rng.shuffle(far)
+    cells = (near + far)[:k - 1]
+    if not cells: return None
+    ci = int(o.col[t]); c = _OBJ[ci]
+    for cell in cells:
+        cp = _Obj(self.n, o.shape, c, False); self.place(cp, t, t2, cell, ci); self.objs.append(cp)
+    self.cap(t, t2, f'the {c} {o.shape} splits into {_NUM[len(cells) + 1]} {c} {_plural(o.shape)}')
+    return t2
 
-    def add_object(self, shape: str, colour: str, active: bool):
-        cfg, rng = self.cfg, self.rng
-        o = _Obj(self.n, shape, colour, active); ci = _OBJ.index(colour); placed = False
-        k = 2 if active and rng.random() < cfg.reappear else 1
-        for a, e in self.spans(k):
-            cells = self.free(a, e)
-            if not cells: continue
-            cell = int(rng.choice(cells)); placed = True
-            self.place(o, a, e, cell, ci)
-            self.cap(a, e, f'a {_OBJ[ci]} {shape} is visible at the {self.g.name(cell)}')
-            if active:
-                kinds = ['move'] * (rng.random() < cfg.p_move) + ['move'] * (rng.random() < cfg.p_move / 2) + \
-                        ['recolour'] * (rng.random() < cfg.p_recolour) + ['multiply'] * (rng.random() < cfg.p_multiply)
-            else: kinds = ['move'] * (rng.random() < cfg.p_distractor_move)
-            rng.shuffle(kinds)
-            cur = a + self.Q
-            for i, kind in enumerate(kinds):
-                room = (e - self.Q - cur) // self.Q
-                if room < 1: break
-                t = cur + self.Q * int(rng.integers(0, max(1, room // (len(kinds) - i + 1)) + 1))
-                end = getattr(self, kind)(o, t, e)
-                if end is not None: cur = end + self.Q
-            ci = int(o.col[e - 1])          # a later appearance keeps the last colour
-        if placed: self.objs.append(o)
+# %% ../nbs/04_synth.ipynb #d13a0a8f
+@patch
+def add_object(self: _Builder, shape: str, colour: str, active: bool):
+    cfg, rng = self.cfg, self.rng
+    o = _Obj(self.n, shape, colour, active); ci = _OBJ.index(colour); placed = False
+    k = 2 if active and rng.random() < cfg.reappear else 1
+    for a, e in self.spans(k):
+        cells = self.free(a, e)
+        if not cells: continue
+        cell = int(rng.choice(cells)); placed = True
+        self.place(o, a, e, cell, ci)
+        self.cap(a, e, f'a {_OBJ[ci]} {shape} is visible at the {self.g.name(cell)}')
+        if active:
+            kinds = ['move'] * (rng.random() < cfg.p_move) + ['move'] * (rng.random() < cfg.p_move / 2) + \
+                    ['recolour'] * (rng.random() < cfg.p_recolour) + ['multiply'] * (rng.random() < cfg.p_multiply)
+        else: kinds = ['move'] * (rng.random() < cfg.p_distractor_move)
+        rng.shuffle(kinds)
+        cur = a + self.Q
+        for i, kind in enumerate(kinds):
+            room = (e - self.Q - cur) // self.Q
+            if room < 1: break
+            t = cur + self.Q * int(rng.integers(0, max(1, room // (len(kinds) - i + 1)) + 1))
+            end = getattr(self, kind)(o, t, e)
+            if end is not None: cur = end + self.Q
+        ci = int(o.col[e - 1])          # a later appearance keeps the last colour
+    if placed: self.objs.append(o)
 
-    def build(self, index: int) -> Scene:
-        cfg, rng = self.cfg, self.rng
-        self.background()
-        pairs = []
-        for _ in range(int(rng.integers(cfg.objects[0], cfg.objects[1] + 1))):
-            for _ in range(20):
-                p = (str(rng.choice(cfg.shapes)), str(rng.choice(cfg.colours)))
-                if p not in pairs: break
-            pairs.append(p); self.add_object(*p, active=True)
-        for _ in range(int(rng.integers(cfg.distractors[0], cfg.distractors[1] + 1))):
-            s, c = str(rng.choice(cfg.shapes)), str(rng.choice(cfg.colours))
-            if pairs and rng.random() < cfg.similar_distractors:
-                ref = pairs[int(rng.integers(len(pairs)))]
-                s, c = (ref[0], c) if rng.random() < 0.5 else (s, ref[1])
-            pairs.append((s, c)); self.add_object(s, c, active=False)
-        K, n = max(1, len(self.objs)), self.n
-        shape = np.full((n, K), -1); col = np.full((n, K), -1); x = np.zeros((n, K), int); y = np.zeros((n, K), int)
-        ca = np.zeros((n, K), int); cb = np.zeros((n, K), int); ct = np.zeros((n, K))
-        for k, o in enumerate(self.objs):
-            shape[o.vis, k] = SHAPES.index(o.shape); col[:, k] = np.where(o.vis, o.col, -1)
-            x[:, k], y[:, k], ca[:, k], cb[:, k], ct[:, k] = o.x, o.y, o.ca, o.cb, o.ct
-        facts = Facts(cfg.fps, self.g, self.bg, shape, col, x, y)
-        caps = sorted(self.caps, key=lambda c: (c['start'], c['end'], c['caption']))
-        return Scene(index, self.t(n), facts, ca, cb, ct, self.bg_a, self.bg_b, self.bg_t, caps, self.events)
+# %% ../nbs/04_synth.ipynb #d82a074e
+@patch
+def build(self: _Builder, index: int) -> Scene:
+    cfg, rng = self.cfg, self.rng
+    self.background()
+    pairs = []
+    for _ in range(int(rng.integers(cfg.objects[0], cfg.objects[1] + 1))):
+        for _ in range(20):
+            p = (str(rng.choice(cfg.shapes)), str(rng.choice(cfg.colours)))
+            if p not in pairs: break
+        pairs.append(p); self.add_object(*p, active=True)
+    for _ in range(int(rng.integers(cfg.distractors[0], cfg.distractors[1] + 1))):
+        s, c = str(rng.choice(cfg.shapes)), str(rng.choice(cfg.colours))
+        if pairs and rng.random() < cfg.similar_distractors:
+            ref = pairs[int(rng.integers(len(pairs)))]
+            s, c = (ref[0], c) if rng.random() < 0.5 else (s, ref[1])
+        pairs.append((s, c)); self.add_object(s, c, active=False)
+    K, n = max(1, len(self.objs)), self.n
+    shape = np.full((n, K), -1); col = np.full((n, K), -1); x = np.zeros((n, K), int); y = np.zeros((n, K), int)
+    ca = np.zeros((n, K), int); cb = np.zeros((n, K), int); ct = np.zeros((n, K))
+    for k, o in enumerate(self.objs):
+        shape[o.vis, k] = SHAPES.index(o.shape); col[:, k] = np.where(o.vis, o.col, -1)
+        x[:, k], y[:, k], ca[:, k], cb[:, k], ct[:, k] = o.x, o.y, o.ca, o.cb, o.ct
+    facts = Facts(cfg.fps, self.g, self.bg, shape, col, x, y)
+    caps = sorted(self.caps, key=lambda c: (c['start'], c['end'], c['caption']))
+    return Scene(index, self.t(n), facts, ca, cb, ct, self.bg_a, self.bg_b, self.bg_t, caps, self.events)
 
 # %% ../nbs/04_synth.ipynb #d013f3e2
 def make_scene(cfg: SynthConfig, index: int, attempt: int = 0) -> Scene:

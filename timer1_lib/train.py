@@ -29,10 +29,11 @@ __all__ = ['REPRODUCIBLE_CPU_ENV', 'PRESETS', 'PRESET_HELP', 'DIFFICULTY_MODELS'
 # %% ../nbs/14_train.ipynb #7a885f2a
 PRESETS: dict[str, dict[str, Any]] = {
     'cpu': dict(difficulty_model='start'),
-    'gpu': dict(difficulty_model='start', num_generations=8, prompts_per_step=16, sample_pool=0, sample_k=512, num_train_epochs=2, eval_limit=0,
-                eval_batch_size=64),
-    'smoke': dict(difficulty_model='start', eval_limit=4, eval_max_new_tokens=16, max_completion_length=16, num_generations=2, prompts_per_step=2,
-                  sample_k=4, sample_pool=4, num_train_epochs=1, cold_start_steps=2),
+    'gpu': dict(difficulty_model='start', num_generations=8, prompts_per_step=16, sample_pool=0, sample_k=512,
+                num_train_epochs=2, eval_limit=0, eval_batch_size=64),
+    'smoke': dict(difficulty_model='start', eval_limit=4, eval_max_new_tokens=16, max_completion_length=16,
+                  num_generations=2, prompts_per_step=2, sample_k=4, sample_pool=4, num_train_epochs=1,
+                  cold_start_steps=2),
 }
 PRESET_HELP = {
     'cpu': 'the embedded default: tiny Qwen2.5-VL on SynthTVG learn, 2-core CPU, <= 15 min',
@@ -43,31 +44,38 @@ PRESET_HELP = {
 # %% ../nbs/14_train.ipynb #92ac689e
 def _f(default, help: str, **kw):
     "A dataclass field with help text (the CLI's `--help` and the notebook's parameter table)."
-    if isinstance(default, (list, dict)): return field(default_factory=lambda: type(default)(default), metadata={'help': help}, **kw)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={'help': help}, **kw)
     return field(default=default, metadata={'help': help}, **kw)
 
 # %% ../nbs/14_train.ipynb #1be97029
 @dataclass
 class _DataArgs:
-    model_path: str = _f('tiny', "Local checkpoint folder (with config.json); 'tiny' = the embedded default (artifacts/models/tiny-learn).")
-    train_annotations: str = _f('synth-train', "Annotation file (TimeRFT / TVGBench / Charades-STA / ... JSON, autodetected) or a spec: "
-                                "synth-train, synth-test (SynthTVG learn), timerft, tvgbench.")
-    test_annotations: str = _f('synth-test', "Held-out items evaluated before and after training (same specs as train_annotations).")
-    video_root: str = _f('', "Folder relative video paths are resolved against ('' = as written); missing videos stop the run "
-                         "before any model is loaded.")
-    out_dir: str = _f('', "Run folder ('' = artifacts/runs/<UTC time>); rerun into it with resume_from_checkpoint='latest'.")
+    model_path: str = _f('tiny', "Local checkpoint folder (with config.json); 'tiny' = the embedded default "
+                         "(artifacts/models/tiny-learn).")
+    train_annotations: str = _f('synth-train', "Annotation file "
+                                "(TimeRFT / TVGBench / Charades-STA / ... JSON, autodetected) "
+                                "or a spec: synth-train, synth-test (SynthTVG learn), timerft, tvgbench.")
+    test_annotations: str = _f('synth-test', "Held-out items evaluated before and after training "
+                               "(same specs as train_annotations).")
+    video_root: str = _f('', "Folder relative video paths are resolved against ('' = as written); "
+                         "missing videos stop the run before any model is loaded.")
+    out_dir: str = _f('', "Run folder ('' = artifacts/runs/<UTC time>); "
+                      "rerun into it with resume_from_checkpoint='latest'.")
     seed: int = _f(0, "Seed of the curriculum draw, SFT and GRPO.")
-    think: str = _f('auto', "'true': Time-R1's <think>...</think> <answer> prompt and targets; 'false': <answer> only; "
-                    "'auto': false for tiny models (a rollout is ~15 tokens instead of ~150), true otherwise.")
-    report_to: str = _f('none', "Where TRL/transformers also log the curves: none, tensorboard, trackio, wandb (comma-separated; "
-                        "each needs its package installed).")
+    think: str = _f('auto', "'true': Time-R1's <think>...</think> <answer> prompt and targets; "
+                    "'false': <answer> only; 'auto': false for tiny models (a rollout is ~15 tokens instead of ~150), "
+                    "true otherwise.")
+    report_to: str = _f('none', "Where TRL/transformers also log the curves: none, tensorboard, trackio, wandb "
+                        "(comma-separated; each needs its package installed).")
 
 # %% ../nbs/14_train.ipynb #ffda9db7
 @dataclass
 class _GRPOArgs:
-    grpo: bool = _f(True, "False: skip the curriculum and GRPO (an SFT-only run, e.g. the 'same compute on more SFT' arm).")
-    reward_funcs: str = _f('auto', "Comma-separated reward names (timer1_lib.rewards.REWARDS); 'auto': tiou,format with think, "
-                           "tiou,format_answer without.")
+    grpo: bool = _f(True, "False: skip the curriculum and GRPO "
+                    "(an SFT-only run, e.g. the 'same compute on more SFT' arm).")
+    reward_funcs: str = _f('auto', "Comma-separated reward names (timer1_lib.rewards.REWARDS); "
+                           "'auto': tiou,format with think, tiou,format_answer without.")
     reward_weights: str = _f('', "Comma-separated weights, one per reward ('' = 1.0 each, as Time-R1).")
     num_generations: int = _f(4, "GRPO group size G (Time-R1: 8; the tiny CPU default 4).")
     temperature: float = _f(1.0, "Rollout sampling temperature (Time-R1: 1.0).")
@@ -75,44 +83,55 @@ class _GRPOArgs:
     beta: float = _f(0.04, "KL coefficient (k3 estimator to the starting model); 0: no KL term, no reference model.")
     loss_type: str = _f('dapo', "'dapo' (token-level) or 'grpo' (sample-level) policy loss.")
     freeze_vision: bool = _f(True, "Freeze the ViT (Time-R1 fix_vit); the patch merger stays trainable.")
-    learning_rate: float = _f(1e-4, "GRPO learning rate (tiny default 1e-4: 3e-4 lowered mIoU by 3.8 points; Time-R1 7B: 1e-6).")
+    learning_rate: float = _f(1e-4, "GRPO learning rate "
+                              "(tiny default 1e-4: 3e-4 lowered mIoU by 3.8 points; Time-R1 7B: 1e-6).")
     lr_scheduler_type: str = _f('constant', "GRPO learning-rate schedule (transformers SchedulerType).")
     num_train_epochs: int = _f(3, "Curriculum epochs of GRPO (items solved after an epoch leave the pool).")
-    prompts_per_step: int = _f(2, "Prompts per optimizer step (the batch is prompts_per_step * num_generations completions).")
-    stop_after_epochs: int = _f(0, "Stop GRPO after this many curriculum epochs (0: never): an interruption you can resume.")
-    resume_from_checkpoint: str = _f('', "'', a GRPO checkpoint folder, or 'latest' (the newest fully written one in out_dir/grpo); "
+    prompts_per_step: int = _f(2, "Prompts per optimizer step "
+                               "(the batch is prompts_per_step * num_generations completions).")
+    stop_after_epochs: int = _f(0, "Stop GRPO after this many curriculum epochs (0: never): "
+                                "an interruption you can resume.")
+    resume_from_checkpoint: str = _f('', "'', a GRPO checkpoint folder, or 'latest' "
+                                     "(the newest fully written one in out_dir/grpo); "
                                      "needs the same out_dir and parameters.")
 
 # %% ../nbs/14_train.ipynb #767c18ab
 @dataclass
 class _CurriculumArgs:
-    sample_mode: str = _f('gaussian', "Curriculum draw: gaussian (weight exp(-(IoU-mu)^2/2 sigma^2)), uniform (equal per IoU bin) "
-                          "or random.")
+    sample_mode: str = _f('gaussian', "Curriculum draw: gaussian (weight exp(-(IoU-mu)^2/2 sigma^2)), "
+                          "uniform (equal per IoU bin) or random.")
     sample_k: int = _f(32, "Items drawn for GRPO (TimeRFT: 2.5K).")
     sample_mu: float = _f(0.3, "Centre of the Gaussian draw on IoU (TimeRFT: 0.3).")
-    sample_sigma: float = _f(0.2, "Width of the Gaussian draw on IoU: its standard deviation (the official gaussian_03 code: 0.2).")
-    sample_sigma_is_variance: bool = _f(False, "Read sample_sigma as the variance sigma^2 (the Time-R1 slide's '0.3 (mean) - 0.2 (var)'); "
+    sample_sigma: float = _f(0.2, "Width of the Gaussian draw on IoU: its standard deviation "
+                             "(the official gaussian_03 code: 0.2).")
+    sample_sigma_is_variance: bool = _f(False, "Read sample_sigma as the variance sigma^2 "
+                                        "(the Time-R1 slide's '0.3 (mean) - 0.2 (var)'); "
                                         "default: a standard deviation, as the official code.")
-    difficulty_model: str = _f('base', "Who scores the draw's difficulty: 'base' = the loaded checkpoint before any training (TimeRFT; "
-                               "a TimeRFT file's stored difficulty/pred is used when every item has one), 'start' = GRPO's starting "
-                               "model (after the cold start).")
+    difficulty_model: str = _f('base', "Who scores the draw's difficulty: "
+                               "'base' = the loaded checkpoint before any training (TimeRFT; "
+                               "a TimeRFT file's stored difficulty/pred is used when every item has one), "
+                               "'start' = GRPO's starting model (after the cold start).")
     sample_pool: int = _f(128, "Training items scored for the draw, spread evenly (0: all).")
     drop_iou: float = _f(0.7, "After each epoch, items with IoU above it leave the pool (TimeRFT: 0.7).")
     cold_start: bool = _f(True, "SFT before GRPO, so that the model answers in the format GRPO rewards.")
     cold_start_steps: int = _f(1000, "Cold-start optimizer steps (batch 8).")
     cold_start_lr: float = _f(1e-3, "Cold-start learning rate.")
-    cot_file: str = _f('', "With think: TimeRFT JSON with a `cot` field per record ('' = SynthTVG caption targets, synth-train only); "
+    cot_file: str = _f('', "With think: TimeRFT JSON with a `cot` field per record "
+                       "('' = SynthTVG caption targets, synth-train only); "
                        "without think the targets are the training items' answers.")
 
 # %% ../nbs/14_train.ipynb #62bd300f
 @dataclass
 class _EvalArgs:
     eval_limit: int = _f(100, "Held-out items evaluated before/after, spread evenly (0: all).")
-    eval_before: bool = _f(True, "Evaluate the loaded model before training (False: skip, e.g. when it was evaluated already).")
+    eval_before: bool = _f(True, "Evaluate the loaded model before training "
+                           "(False: skip, e.g. when it was evaluated already).")
     eval_max_new_tokens: int = _f(0, "Evaluation generation budget (0: 256 with think, 32 without).")
     eval_batch_size: int = _f(8, "Evaluation batch size (also of the curriculum's scoring).")
-    frame_size: str = _f('auto', "'auto' (56x56 for tiny models, else Time-R1's pixel budget), 'none' (pixel budget) or 'HxW'.")
-    cpu_threads: str = _f('auto', "torch CPU threads: 'auto' (1 for tiny models, else torch's default) or a number (0: torch's default).")
+    frame_size: str = _f('auto', "'auto' (56x56 for tiny models, else Time-R1's pixel budget), "
+                         "'none' (pixel budget) or 'HxW'.")
+    cpu_threads: str = _f('auto', "torch CPU threads: 'auto' (1 for tiny models, else torch's default) "
+                          "or a number (0: torch's default).")
 
 # %% ../nbs/14_train.ipynb #37b4e512
 def _bad(name: str, value, why: str):
@@ -124,7 +143,8 @@ def _check_int(cfg, name: str, lo: int):
 
 def _check_float(cfg, name: str, lo: float, hi: float = math.inf, lo_open: bool = False):
     v = getattr(cfg, name)
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi
+    ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+          and (v > lo if lo_open else v >= lo) and v <= hi)
     rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]" if hi != math.inf else f"{'>' if lo_open else '>='} {lo:g}"
     if not ok: _bad(name, v, f"must be a finite number {'in ' if hi != math.inf else ''}{rng}")
 
@@ -138,7 +158,8 @@ def _tristate(cfg, name: str, values=('auto',)):
     "Normalise a bool-or-'auto' field: True/False (also 'true'/'false', 'think'/'nothink') or one of `values`."
     v = getattr(cfg, name)
     if isinstance(v, str) and v.lower() in ('true', 'think', 'false', 'nothink'): v = v.lower() in ('true', 'think')
-    if not (isinstance(v, bool) or v in values): _bad(name, v, f"must be True or False or {' or '.join(map(repr, values))}")
+    if not (isinstance(v, bool) or v in values):
+        _bad(name, v, f"must be True or False or {' or '.join(map(repr, values))}")
     setattr(cfg, name, v)
 
 DIFFICULTY_MODELS = {'base': 'the loaded checkpoint, before any training (TimeRFT)', 'start': "GRPO's starting model"}
@@ -162,21 +183,25 @@ class TrainConfig(_EvalArgs, _CurriculumArgs, _GRPOArgs, _DataArgs):
     `TrainConfig.preset(name, **overrides)` starts from a named preset; `plan()` resolves the 'auto' values from the
     checkpoint; `run_training(cfg)` runs it."""
     def __post_init__(self):
-        for n, lo in (('seed', 0), ('num_train_epochs', 1), ('prompts_per_step', 1), ('sample_k', 1), ('sample_pool', 0),
-                      ('cold_start_steps', 0), ('eval_limit', 0), ('eval_max_new_tokens', 0), ('eval_batch_size', 1),
+        for n, lo in (('seed', 0), ('num_train_epochs', 1), ('prompts_per_step', 1), ('sample_k', 1),
+                      ('sample_pool', 0), ('cold_start_steps', 0), ('eval_limit', 0), ('eval_max_new_tokens', 0),
+                      ('eval_batch_size', 1),
                       ('max_completion_length', 0), ('stop_after_epochs', 0), ('num_generations', 1)):
             _check_int(self, n, lo)
-        for n in ('grpo', 'cold_start', 'freeze_vision', 'eval_before', 'sample_sigma_is_variance'): _check_bool(self, n)
+        for n in ('grpo', 'cold_start', 'freeze_vision', 'eval_before', 'sample_sigma_is_variance'):
+            _check_bool(self, n)
         _tristate(self, 'think')
         self._check_numbers(); self._check_choices(); self._check_paths(); _check_report_to(self)
-        if not (self.cold_start or self.grpo): _bad('grpo', self.grpo, "with cold_start=False as well there is nothing to train")
+        if not (self.cold_start or self.grpo):
+            _bad('grpo', self.grpo, "with cold_start=False as well there is nothing to train")
         self._check_out_dir()
 
 # %% ../nbs/14_train.ipynb #4af1d909
 @patch
 def _check_numbers(self: TrainConfig):
     if self.num_generations < 2:
-        _bad('num_generations', self.num_generations, "GRPO needs G >= 2 completions per prompt (the advantage is normalised within the group)")
+        _bad('num_generations', self.num_generations,
+             "GRPO needs G >= 2 completions per prompt (the advantage is normalised within the group)")
     _check_float(self, 'temperature', 0, lo_open=True); _check_float(self, 'beta', 0)
     _check_float(self, 'learning_rate', 0, lo_open=True); _check_float(self, 'cold_start_lr', 0, lo_open=True)
     _check_float(self, 'sample_mu', 0, 1); _check_float(self, 'sample_sigma', 0, lo_open=True)
@@ -188,7 +213,8 @@ def _check_numbers(self: TrainConfig):
     try: ws = [float(x) for x in str(w).split(',')] if str(w).strip() else []
     except ValueError: ws = [math.nan]
     if not all(math.isfinite(x) for x in ws):
-        _bad('reward_weights', self.reward_weights, "must be comma-separated finite numbers, one per reward ('' for 1.0 each)")
+        _bad('reward_weights', self.reward_weights,
+             "must be comma-separated finite numbers, one per reward ('' for 1.0 each)")
     self.reward_weights = w
 
 # %% ../nbs/14_train.ipynb #cf35bb88
@@ -200,17 +226,21 @@ def _check_choices(self: TrainConfig):
     from transformers.trainer_utils import SchedulerType
     if self.difficulty_model not in DIFFICULTY_MODELS:
         _bad('difficulty_model', self.difficulty_model, f"must be one of {list(DIFFICULTY_MODELS)}")
-    if self.sample_mode not in SAMPLE_MODES: _bad('sample_mode', self.sample_mode, f"must be one of {list(SAMPLE_MODES)}")
+    if self.sample_mode not in SAMPLE_MODES:
+        _bad('sample_mode', self.sample_mode, f"must be one of {list(SAMPLE_MODES)}")
     if self.loss_type not in LOSS_TYPES: _bad('loss_type', self.loss_type, f"must be one of {list(LOSS_TYPES)}")
     kinds = [s.value for s in SchedulerType]
-    if self.lr_scheduler_type not in kinds: _bad('lr_scheduler_type', self.lr_scheduler_type, f"must be one of {kinds}")
+    if self.lr_scheduler_type not in kinds:
+        _bad('lr_scheduler_type', self.lr_scheduler_type, f"must be one of {kinds}")
     if self.reward_funcs != 'auto':
         names = [r.strip() for r in str(self.reward_funcs).split(',') if r.strip()]
         unknown = [n for n in names if n not in REWARDS]
         if not names or unknown:
-            _bad('reward_funcs', self.reward_funcs, f"unknown reward name(s) {unknown}; valid names: {', '.join(sorted(REWARDS))}")
+            _bad('reward_funcs', self.reward_funcs,
+                 f"unknown reward name(s) {unknown}; valid names: {', '.join(sorted(REWARDS))}")
         if self.think is False and 'format' in names:
-            _bad('reward_funcs', self.reward_funcs, "'format' needs <think>...</think> completions; with think=False use 'format_answer'")
+            _bad('reward_funcs', self.reward_funcs,
+                 "'format' needs <think>...</think> completions; with think=False use 'format_answer'")
     from timer1_lib.evaluate import parse_frame_size
     try: parse_frame_size(self.frame_size)
     except ValueError as e: _bad('frame_size', self.frame_size, str(e).split(', got')[0].replace('frame_size ', ''))
@@ -221,7 +251,8 @@ def _check_choices(self: TrainConfig):
 @patch
 def _check_paths(self: TrainConfig):
     from timer1_lib.evaluate import parse_dataset, check_checkpoint
-    for n in ('model_path', 'train_annotations', 'test_annotations', 'video_root', 'out_dir', 'cot_file', 'resume_from_checkpoint'):
+    for n in ('model_path', 'train_annotations', 'test_annotations', 'video_root', 'out_dir', 'cot_file',
+              'resume_from_checkpoint'):
         v = getattr(self, n)
         if v is None: v = ''
         if not isinstance(v, (str, os.PathLike)): _bad(n, v, "must be a path or spec string")
@@ -231,7 +262,8 @@ def _check_paths(self: TrainConfig):
         if getattr(self, n) != 'synth-train':
             try: parse_dataset(getattr(self, n))
             except (ValueError, FileNotFoundError) as e: raise type(e)(f"{n}={getattr(self, n)!r}: {e}") from None
-    if self.video_root and not resolve_path(self.video_root).is_dir(): _bad('video_root', self.video_root, "is not a folder")
+    if self.video_root and not resolve_path(self.video_root).is_dir():
+        _bad('video_root', self.video_root, "is not a folder")
     if self.cot_file and not resolve_path(self.cot_file).is_file():
         raise FileNotFoundError(f"cot_file={self.cot_file!r}: file not found ({resolve_path(self.cot_file)})")
     if self.cold_start and self.think is True and not self.cot_file and self.train_annotations != 'synth-train':
@@ -242,7 +274,8 @@ def _check_paths(self: TrainConfig):
 @patch
 def _check_out_dir(self: TrainConfig):
     if self.resume_from_checkpoint:
-        if not self.out_dir: _bad('resume_from_checkpoint', self.resume_from_checkpoint, "needs the out_dir of the run to resume")
+        if not self.out_dir:
+            _bad('resume_from_checkpoint', self.resume_from_checkpoint, "needs the out_dir of the run to resume")
         return                       # the checkpoint itself is looked up in plan(): it may still be written by a kill
     if self.out_dir and (resolve_path(self.out_dir) / 'metrics.json').is_file():
         _bad('out_dir', self.out_dir, f"already holds a run ({resolve_path(self.out_dir) / 'metrics.json'}): pass "
@@ -251,7 +284,8 @@ def _check_out_dir(self: TrainConfig):
 # %% ../nbs/14_train.ipynb #96d6ae79
 @patch(cls_method=True)
 def preset(cls: TrainConfig, name: str = 'cpu', **overrides) -> TrainConfig:
-    "The named preset (`PRESETS`: cpu, gpu, smoke) with `overrides` on top; unknown names or fields raise, naming them."
+    ("The named preset (`PRESETS`: cpu, gpu, smoke) with `overrides` on top; "
+     "unknown names or fields raise, naming them.")
     if name not in PRESETS: _bad('preset', name, f"must be one of {list(PRESETS)}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(overrides) - known)
@@ -267,7 +301,8 @@ def to_dict(self: TrainConfig) -> dict:
 
 # %% ../nbs/14_train.ipynb #c2c5928a
 def parameter_table():
-    "Every `TrainConfig` field with its value in each preset and its help text (a DataFrame; the notebook's parameter table)."
+    ("Every `TrainConfig` field with its value in each preset and its help text "
+     "(a DataFrame; the notebook's parameter table).")
     import pandas as pd
     rows = {f.name: {**{name: PRESETS[name].get(f.name, f.default) for name in PRESETS}, 'help': f.metadata['help']}
             for f in fields(TrainConfig)}
@@ -294,9 +329,11 @@ class TrainPlan:
 def _resume_checkpoint(cfg: TrainConfig, out: Path) -> Path | None:
     from timer1_lib.curriculum import last_complete_checkpoint
     if not cfg.resume_from_checkpoint: return None
-    ckpt = last_complete_checkpoint(out / 'grpo') if cfg.resume_from_checkpoint == 'latest' else resolve_path(cfg.resume_from_checkpoint)
+    ckpt = (last_complete_checkpoint(out / 'grpo') if cfg.resume_from_checkpoint == 'latest'
+            else resolve_path(cfg.resume_from_checkpoint))
     if ckpt is None or not Path(ckpt, 'trainer_state.json').is_file():
-        _bad('resume_from_checkpoint', cfg.resume_from_checkpoint, f"no GRPO checkpoint found ({ckpt or out / 'grpo'})")
+        _bad('resume_from_checkpoint', cfg.resume_from_checkpoint,
+             f"no GRPO checkpoint found ({ckpt or out / 'grpo'})")
     return Path(ckpt)
 
 # %% ../nbs/14_train.ipynb #433dff40
@@ -310,7 +347,8 @@ def plan(self: TrainConfig) -> TrainPlan:
     rewards = self.reward_funcs if self.reward_funcs != 'auto' else ('tiou,format' if think else 'tiou,format_answer')
     rewards = [r.strip() for r in rewards.split(',') if r.strip()]
     if not think and 'format' in rewards:
-        _bad('reward_funcs', self.reward_funcs, "'format' needs <think>...</think> completions; with think=False use 'format_answer'")
+        _bad('reward_funcs', self.reward_funcs,
+             "'format' needs <think>...</think> completions; with think=False use 'format_answer'")
     weights = [float(w) for w in self.reward_weights.split(',')] if self.reward_weights else None
     if weights is not None and len(weights) != len(rewards):
         _bad('reward_weights', self.reward_weights, f"has {len(weights)} weights for {len(rewards)} rewards {rewards}")
@@ -318,12 +356,14 @@ def plan(self: TrainConfig) -> TrainPlan:
         artifacts_dir() / 'runs' / datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d-%H%M%S'))
     threads = (1 if tiny else 0) if self.cpu_threads == 'auto' else int(self.cpu_threads)
     return TrainPlan(ckpt, tiny, think, rewards, weights, self.max_completion_length or (200 if think else 32),
-                     self.eval_max_new_tokens or (256 if think else 32), video_config_for(ckpt, parse_frame_size(self.frame_size)),
-                     threads, out, _resume_checkpoint(self, out), str(resolve_path(self.video_root)) if self.video_root else None)
+                     self.eval_max_new_tokens or (256 if think else 32),
+                     video_config_for(ckpt, parse_frame_size(self.frame_size)), threads, out,
+                     _resume_checkpoint(self, out), str(resolve_path(self.video_root)) if self.video_root else None)
 
 # %% ../nbs/14_train.ipynb #84903f21
 def _video_kw(p: TrainPlan) -> dict:
-    return dict(video_fps=p.video.fps, video_frame_size=list(p.video.size) if p.video.size else None, video_root=p.video_root)
+    return dict(video_fps=p.video.fps, video_frame_size=list(p.video.size) if p.video.size else None,
+                video_root=p.video_root)
 
 @patch
 def grpo_config(self: TrainConfig, p: TrainPlan):
@@ -335,8 +375,8 @@ def grpo_config(self: TrainConfig, p: TrainPlan):
         per_device_train_batch_size=self.num_generations * self.prompts_per_step, temperature=self.temperature,
         max_completion_length=p.max_completion_length, beta=self.beta, loss_type=self.loss_type,
         freeze_vision=self.freeze_vision, learning_rate=self.learning_rate, lr_scheduler_type=self.lr_scheduler_type,
-        gradient_checkpointing=not p.tiny, num_train_epochs=self.num_train_epochs, logging_steps=1, save_strategy='epoch',
-        disable_tqdm=True, **_video_kw(p))
+        gradient_checkpointing=not p.tiny, num_train_epochs=self.num_train_epochs, logging_steps=1,
+        save_strategy='epoch', disable_tqdm=True, **_video_kw(p))
 
 @patch
 def coldstart_config(self: TrainConfig, p: TrainPlan):
@@ -344,9 +384,9 @@ def coldstart_config(self: TrainConfig, p: TrainPlan):
     from timer1_lib.coldstart import ColdStartConfig
     return ColdStartConfig(
         output_dir=str(p.out / 'coldstart' / 'trainer'), report_to=self.report_to,
-        seed=self.seed, max_steps=max(self.cold_start_steps, 1), per_device_train_batch_size=8, learning_rate=self.cold_start_lr,
-        logging_steps=10, save_strategy='no', gradient_checkpointing=False, think=p.think, freeze_vision=self.freeze_vision,
-        disable_tqdm=True, **_video_kw(p))
+        seed=self.seed, max_steps=max(self.cold_start_steps, 1), per_device_train_batch_size=8,
+        learning_rate=self.cold_start_lr, logging_steps=10, save_strategy='no', gradient_checkpointing=False,
+        think=p.think, freeze_vision=self.freeze_vision, disable_tqdm=True, **_video_kw(p))
 
 # %% ../nbs/14_train.ipynb #083c41ca
 @patch
@@ -354,8 +394,8 @@ def record_config(self: TrainConfig, p: TrainPlan) -> dict:
     "The run's parameters with the 'auto' values resolved: `metrics.json`'s `config`."
     import torch
     return self.to_dict() | dict(
-        preset=getattr(self, '_preset', None), checkpoint=str(p.checkpoint), think=p.think, reward_funcs=p.reward_funcs,
-        reward_weights=p.reward_weights, max_completion_length=p.max_completion_length,
+        preset=getattr(self, '_preset', None), checkpoint=str(p.checkpoint), think=p.think,
+        reward_funcs=p.reward_funcs, reward_weights=p.reward_weights, max_completion_length=p.max_completion_length,
         eval_max_new_tokens=p.eval_max_new_tokens, frame_size=list(p.video.size) if p.video.size else None,
         cpu_threads=torch.get_num_threads(), video_root=p.video_root or '', out_dir=str(p.out),
         resume_from_checkpoint=str(p.resume) if p.resume else '')
@@ -365,12 +405,16 @@ def describe(self: TrainConfig, p: TrainPlan) -> str:
     "A few lines saying what the run will do."
     v = self
     return (f"model:      {p.checkpoint} ({'tiny' if p.tiny else 'full'}; frames {p.video.size or 'pixel budget'})\n"
-            f"data:       train {v.train_annotations}, test {v.test_annotations} (eval_limit {v.eval_limit}), video_root {p.video_root or '-'}\n"
+            f"data:       train {v.train_annotations}, test {v.test_annotations} (eval_limit {v.eval_limit}), "
+            f"video_root {p.video_root or '-'}\n"
             f"prompt:     {'think (<think> + <answer>)' if p.think else 'no-think (<answer> only)'}\n"
             f"cold start: {f'{v.cold_start_steps} steps, lr {v.cold_start_lr:g}' if v.cold_start else 'off'}\n"
-            f"curriculum: {v.sample_mode} k={v.sample_k} (mu {v.sample_mu}, sigma {v.sample_sigma}), drop IoU > {v.drop_iou}\n"
-            f"GRPO:       {'' if v.grpo else 'OFF (SFT only); would be '}G={v.num_generations}, {v.prompts_per_step} prompts/step, "
-            f"{v.num_train_epochs} epochs, lr {v.learning_rate:g} ({v.lr_scheduler_type}), beta {v.beta}, {v.loss_type}, "
+            f"curriculum: {v.sample_mode} k={v.sample_k} (mu {v.sample_mu}, sigma {v.sample_sigma}), "
+            f"drop IoU > {v.drop_iou}\n"
+            f"GRPO:       {'' if v.grpo else 'OFF (SFT only); would be '}G={v.num_generations}, "
+            f"{v.prompts_per_step} prompts/step, "
+            f"{v.num_train_epochs} epochs, lr {v.learning_rate:g} ({v.lr_scheduler_type}), beta {v.beta}, "
+            f"{v.loss_type}, "
             f"T={v.temperature}, {p.max_completion_length} tokens, rewards {','.join(p.reward_funcs)}\n"
             f"out_dir:    {p.out}" + (f"\nresume:     {p.resume}" if p.resume else ''))
 
@@ -393,17 +437,21 @@ class TrainingRun:
 # %% ../nbs/14_train.ipynb #204f10bf
 @patch
 def load_data(self: TrainingRun):
-    "Train / test / CoT items; every video is checked before a model is loaded (MissingVideosError naming the parameter)."
+    ("Train / test / CoT items; every video is checked before a model is loaded "
+     "(MissingVideosError naming the parameter).")
     from timer1_lib.coldstart import load_cot_examples
     from timer1_lib.evaluate import synth_test_split, load_dataset, check_videos, MissingVideosError
     c, vr, t0 = self.cfg, self.plan.video_root, time.perf_counter()
     if is_main_process(): self.out.mkdir(parents=True, exist_ok=True)
-    self.train_items = list(synth_test_split().items('train') if c.train_annotations == 'synth-train' else load_dataset(c.train_annotations, vr))
+    self.train_items = list(synth_test_split().items('train') if c.train_annotations == 'synth-train'
+                            else load_dataset(c.train_annotations, vr))
     self.test_items = list(load_dataset(c.test_annotations, vr, limit=c.eval_limit or None))
     self.sft_items = list(load_cot_examples(resolve_path(c.cot_file))) if c.cot_file else self.train_items
-    for split, param, items in (('train', 'train_annotations', self.train_items), ('test', 'test_annotations', self.test_items),
+    for split, param, items in (('train', 'train_annotations', self.train_items),
+                                ('test', 'test_annotations', self.test_items),
                                 ('cot', 'cot_file', self.sft_items if c.cot_file and c.cold_start else [])):
-        try: check_videos(items, vr, dataset=split, out_dir=self.out, can_exclude=False)   # training uses every item it is given
+        # training uses every item it is given
+        try: check_videos(items, vr, dataset=split, out_dir=self.out, can_exclude=False)
         except MissingVideosError as e:
             raise MissingVideosError(f"{param}={getattr(c, param)!r}: {e}", e.missing, e.items) from None
     self.timings['data_s'] = time.perf_counter() - t0
@@ -412,7 +460,8 @@ def load_data(self: TrainingRun):
 def data_table(self: TrainingRun):
     "Items, videos, mean duration and segment length per split (a DataFrame)."
     import pandas as pd
-    splits = (('train', self.train_items), ('test', self.test_items), ('cold start', self.sft_items if self.cfg.cold_start else []))
+    splits = (('train', self.train_items), ('test', self.test_items),
+              ('cold start', self.sft_items if self.cfg.cold_start else []))
     return pd.DataFrame([{'split': n, 'items': len(v), 'videos': len({it.video for it in v}),
                           'mean duration (s)': sum(it.duration for it in v) / len(v),
                           'mean segment (s)': sum(it.segment[1] - it.segment[0] for it in v) / len(v)}
@@ -421,7 +470,8 @@ def data_table(self: TrainingRun):
 # %% ../nbs/14_train.ipynb #92d1b546
 @patch
 def load_model(self: TrainingRun):
-    "Processor and model of the checkpoint; tiny models stay float32 on a GPU (a bf16 tiny policy hit NaN logits in sampling)."
+    ("Processor and model of the checkpoint; tiny models stay float32 on a GPU "
+     "(a bf16 tiny policy hit NaN logits in sampling).")
     import torch
     from timer1_lib.model import load_model, load_processor
     if self.plan.cpu_threads: torch.set_num_threads(self.plan.cpu_threads)
@@ -460,7 +510,8 @@ def evaluate(self: TrainingRun, phase: str) -> dict:
 # %% ../nbs/14_train.ipynb #2db07418
 @patch
 def cold_start(self: TrainingRun):
-    "SFT before GRPO, saved to `coldstart/` and evaluated; a resumed run reloads it. The KL reference of GRPO is this model."
+    ("SFT before GRPO, saved to `coldstart/` and evaluated; a resumed run reloads it. "
+     "The KL reference of GRPO is this model.")
     from timer1_lib.coldstart import cold_start
     from timer1_lib.model import load_model
     c, cs_dir = self.cfg, self.out / 'coldstart'
@@ -474,7 +525,8 @@ def cold_start(self: TrainingRun):
         self.timings['cold_start_s'] = time.perf_counter() - t0
         loss = json.loads((cs_dir / 'cold_start.json').read_text())['train_loss']
         log(f"[cold start] done in {self.timings['cold_start_s']:.0f} s, train loss {loss:.3f}")
-    self.evaluate('after_coldstart')   # config._name_or_path is now cs_dir: GRPO's KL reference is the cold-started model
+    # config._name_or_path is now cs_dir: GRPO's KL reference is the cold-started model
+    self.evaluate('after_coldstart')
 
 # %% ../nbs/14_train.ipynb #c550217e
 def draw_sigma(cfg: TrainConfig) -> float:
@@ -497,8 +549,9 @@ def select_curriculum(self: TrainingRun) -> list:
         t0, pool = time.perf_counter(), select(self.train_items, c.sample_pool or None)
         if len(pool) < c.sample_k: _bad('sample_k', c.sample_k, f"is more than the {len(pool)} training items")
         stored = c.difficulty_model == 'base' and _has_stored_difficulty(pool)
-        log(f"[curriculum] difficulty of {len(pool)} items: " + ("stored in the annotation file (TimeRFT's base-model scores)"
-            if stored else f"scored with the {'loaded checkpoint' if c.difficulty_model == 'base' else 'starting model'}"))
+        log(f"[curriculum] difficulty of {len(pool)} items: "
+            + ("stored in the annotation file (TimeRFT's base-model scores)" if stored
+               else f"scored with the {'loaded checkpoint' if c.difficulty_model == 'base' else 'starting model'}"))
         diff = score_difficulty(None if stored else self.model, self.processor, pool, batch_size=c.eval_batch_size,
                                 max_new_tokens=p.max_completion_length, think=p.think, video_config=p.video,
                                 video_root=p.video_root, progress=True)
@@ -531,7 +584,8 @@ class StepPrinter(TrainerCallback):
         if not logs or 'reward' not in logs: return
         g = lambda k: logs.get(k, float('nan'))
         log(f"[grpo] step {state.global_step} (epoch {state.epoch:.2f}): reward {g('reward'):.3f} "
-            + ' '.join(f"{k.split('/')[1]} {v:.3f}" for k, v in logs.items() if k.startswith('rewards/') and k.endswith('/mean'))
+            + ' '.join(f"{k.split('/')[1]} {v:.3f}" for k, v in logs.items()
+                       if k.startswith('rewards/') and k.endswith('/mean'))
             + f", kl {g('kl'):.4f}, length {g('completions/mean_length'):.0f}, {time.perf_counter() - self.t0:.0f} s")
 
 class StopAfterEpochs(TrainerCallback):
@@ -548,17 +602,21 @@ def grpo(self: TrainingRun, items: list):
     from timer1_lib.curriculum import CurriculumCallback, CurriculumTrainer
     c, p, t0 = self.cfg, self.plan, time.perf_counter()
     self.model.train()
-    cb = CurriculumCallback(items, drop_iou=c.drop_iou, batch_size=c.eval_batch_size, think=p.think, max_new_tokens=p.max_completion_length)
+    cb = CurriculumCallback(items, drop_iou=c.drop_iou, batch_size=c.eval_batch_size, think=p.think,
+                            max_new_tokens=p.max_completion_length)
     tr = CurriculumTrainer(self.model, c.grpo_config(p), items, curriculum=cb, processing_class=self.processor)
-    tr.remove_callback(PrinterCallback); tr.add_callback(StepPrinter()); tr.add_callback(StopAfterEpochs(tr, c.stop_after_epochs))
+    tr.remove_callback(PrinterCallback); tr.add_callback(StepPrinter())
+    tr.add_callback(StopAfterEpochs(tr, c.stop_after_epochs))
     log(f"[grpo] {len(items)} items, {tr.steps_per_epoch(len(items))} steps/epoch, up to {c.num_train_epochs} epochs"
         + (f", resuming {p.resume}" if p.resume else ''))
     res = tr.train(resume_from_checkpoint=str(p.resume) if p.resume else None)
     self.model, cur = tr.accelerator.unwrap_model(tr.model).eval(), tr.curriculum.state
     self.timings['grpo_s'] = time.perf_counter() - t0 + self.record['timings'].get('grpo_s', 0) * bool(p.resume)
-    stopped = cur.stopped or (f'stop_after_epochs={c.stop_after_epochs}' if c.stop_after_epochs and cur.epoch < c.num_train_epochs else None)
-    self.record['grpo'] = dict(global_step=tr.state.global_step, train_loss=res.training_loss, epochs_done=cur.epoch, stopped=stopped,
-                               curriculum=cur.history, remaining=len(cur.remaining), resumed_from=str(p.resume) if p.resume else None)
+    stopped = cur.stopped or (f'stop_after_epochs={c.stop_after_epochs}'
+                              if c.stop_after_epochs and cur.epoch < c.num_train_epochs else None)
+    self.record['grpo'] = dict(global_step=tr.state.global_step, train_loss=res.training_loss, epochs_done=cur.epoch,
+                               stopped=stopped, curriculum=cur.history, remaining=len(cur.remaining),
+                               resumed_from=str(p.resume) if p.resume else None)
     self.save_record()
     log(f"[grpo] {tr.state.global_step} steps, {cur.epoch} epochs in {time.perf_counter() - t0:.0f} s; "
         f"{len(cur.remaining)} of {cur.n_items} items remain")
@@ -569,7 +627,8 @@ def device_info() -> dict:
     "The device a run used: GPU name and peak memory, or CPU, core count and torch threads."
     import torch
     if torch.cuda.is_available():
-        return dict(name=torch.cuda.get_device_name(), peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30, torch=torch.__version__)
+        return dict(name=torch.cuda.get_device_name(), peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30,
+                    torch=torch.__version__)
     return dict(name=platform.processor() or platform.machine(), cpus=os.cpu_count(), threads=torch.get_num_threads(),
                 torch=torch.__version__, reproducible_cpu_env={k: os.environ.get(k) for k in REPRODUCIBLE_CPU_ENV})
 
@@ -584,7 +643,8 @@ def finish(self: TrainingRun):
     self.timings['total_s'] = time.perf_counter() - self.t0
     self.record['device'] = device_info()
     self.save_record()
-    log(f"[done] model saved to {self.out / 'model'}; metrics in {self.metrics_path}; {self.timings['total_s']:.0f} s this session")
+    log(f"[done] model saved to {self.out / 'model'}; metrics in {self.metrics_path}; "
+        f"{self.timings['total_s']:.0f} s this session")
 
 # %% ../nbs/14_train.ipynb #3aec7ea3
 def plot_curves(grpo_dir, path=None):
@@ -629,8 +689,9 @@ class TrainResult:
     def files(self) -> dict:
         "The run's main files that exist, by name."
         o = self.out_dir
-        f = {'metrics': o / 'metrics.json', 'model': o / 'model', 'curves': o / 'curves.png', 'grpo log': o / 'grpo' / 'metrics.jsonl',
-             'completions': o / 'grpo' / 'completions.jsonl', 'curriculum': o / 'grpo' / 'curriculum_state.json'}
+        f = {'metrics': o / 'metrics.json', 'model': o / 'model', 'curves': o / 'curves.png',
+             'grpo log': o / 'grpo' / 'metrics.jsonl', 'completions': o / 'grpo' / 'completions.jsonl',
+             'curriculum': o / 'grpo' / 'curriculum_state.json'}
         return {k: p for k, p in f.items() if p.exists()}
 
 # %% ../nbs/14_train.ipynb #6c71322f
@@ -670,8 +731,9 @@ def make_parser(prog: str = 'python -m timer1_lib.train'):
                        "cold start, TimeRFT curriculum, video GRPO, evaluations before/after.")
     parser.add_argument('--preset', default='cpu', choices=list(PRESETS),
                         help='; '.join(f'{k}: {v}' for k, v in PRESET_HELP.items()) + ' (default: cpu)')
-    parser.add_argument('--config', metavar='FILE.yaml', help='YAML mapping of field: value (over the preset, under the flags); '
-                        'an `env:` mapping sets environment variables (TRL convention)')
+    parser.add_argument('--config', metavar='FILE.yaml',
+                        help='YAML mapping of field: value (over the preset, under the flags); '
+                             'an `env:` mapping sets environment variables (TRL convention)')
     return parser
 
 def _preset_of(argv) -> str:

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 from .core import atomic_write, repo_root
 
@@ -183,7 +184,6 @@ def _decode_pyav(path: Path, clip, config) -> _Raw:
     return _Raw(np.stack([got[i] for i in idx]), fps, start, end, idx)
 
 DECODERS = {"decord": _decode_decord, "pyav": _decode_pyav}
-_DECODERS = DECODERS   # old name, still imported by timer1_lib.bench: use DECODERS
 
 def _asset(name: str) -> Path:
     "Bundled asset (via `timer1_lib.data.asset_path`, imported lazily; package dir as fallback)."
@@ -340,70 +340,80 @@ class FrameCache:
 
     def _files(self, key): d = self.root / key[:2]; return d / f"{key}.npy", d / f"{key}.json"
 
-    def _remember(self, key, clip):
-        nb = clip.frames.numel() * clip.frames.element_size()
-        if nb > self.max_memory_bytes: return
-        with self._lock:
-            if key in self._mem: self._mem.move_to_end(key); return
-            self._mem[key] = clip; self._mem_bytes += nb
-            while self._mem_bytes > self.max_memory_bytes:
-                _, old = self._mem.popitem(last=False); self._mem_bytes -= old.frames.numel() * old.frames.element_size()
+# %% ../nbs/03_video.ipynb #01aa6aa4
+@patch
+def _remember(self: FrameCache, key, clip):
+    nb = clip.frames.numel() * clip.frames.element_size()
+    if nb > self.max_memory_bytes: return
+    with self._lock:
+        if key in self._mem: self._mem.move_to_end(key); return
+        self._mem[key] = clip; self._mem_bytes += nb
+        while self._mem_bytes > self.max_memory_bytes:
+            _, old = self._mem.popitem(last=False); self._mem_bytes -= old.frames.numel() * old.frames.element_size()
 
-    def get(self, key: str) -> VideoClip | None:
-        "Cached clip (`from_cache=True`, `cache_level` 'memory' or 'disk') or None."
-        with self._lock:
-            hit = self._mem.get(key)
-            if hit is not None: self._mem.move_to_end(key)
-        if hit is not None:
-            self.stats["memory_hits"] += 1
-            return dataclasses.replace(hit, from_cache=True, cache_level="memory")
-        npy, js = self._files(key)
-        if not js.exists(): self.stats["misses"] += 1; return None
-        try:
-            meta = json.loads(js.read_text())
-            frames = torch.from_numpy(np.load(npy))
-            clip = VideoClip(frames=frames, **{k: (tuple(v) if k in ("clip", "source_size") and v is not None else v)
-                                               for k, v in meta["video_clip"].items()})
-        except Exception as e:  # damaged entry: report, treat as a miss, it gets rewritten
-            _logger.warning(f"frame cache: unreadable entry {js} ({type(e).__name__}: {e}); re-decoding")
-            self.stats["misses"] += 1; return None
-        self.stats["disk_hits"] += 1
-        try: os.utime(npy)  # recency for disk eviction
-        except OSError: pass
-        self._remember(key, clip)
-        return dataclasses.replace(clip, from_cache=True, cache_level="disk")
+# %% ../nbs/03_video.ipynb #a84ec717
+@patch
+def get(self: FrameCache, key: str) -> VideoClip | None:
+    "Cached clip (`from_cache=True`, `cache_level` 'memory' or 'disk') or None."
+    with self._lock:
+        hit = self._mem.get(key)
+        if hit is not None: self._mem.move_to_end(key)
+    if hit is not None:
+        self.stats["memory_hits"] += 1
+        return dataclasses.replace(hit, from_cache=True, cache_level="memory")
+    npy, js = self._files(key)
+    if not js.exists(): self.stats["misses"] += 1; return None
+    try:
+        meta = json.loads(js.read_text())
+        frames = torch.from_numpy(np.load(npy))
+        clip = VideoClip(frames=frames, **{k: (tuple(v) if k in ("clip", "source_size") and v is not None else v)
+                                           for k, v in meta["video_clip"].items()})
+    except Exception as e:  # damaged entry: report, treat as a miss, it gets rewritten
+        _logger.warning(f"frame cache: unreadable entry {js} ({type(e).__name__}: {e}); re-decoding")
+        self.stats["misses"] += 1; return None
+    self.stats["disk_hits"] += 1
+    try: os.utime(npy)  # recency for disk eviction
+    except OSError: pass
+    self._remember(key, clip)
+    return dataclasses.replace(clip, from_cache=True, cache_level="disk")
 
-    def put(self, key: str, clip: VideoClip) -> None:
-        "Store `clip` on disk (atomically) and in memory."
-        npy, js = self._files(key)
-        npy.parent.mkdir(parents=True, exist_ok=True)
-        meta = {f.name: getattr(clip, f.name) for f in dataclasses.fields(VideoClip) if f.name not in ("frames", "from_cache", "cache_level")}
-        atomic_write(npy, lambda tmp: _save_npy(tmp, clip.frames.numpy()))
-        atomic_write(js, json.dumps({"video_clip": meta, "created": time.time()}))
-        self.stats["writes"] += 1
-        self._remember(key, clip)
-        self._prune(keep=npy)
+# %% ../nbs/03_video.ipynb #9df77793
+@patch
+def put(self: FrameCache, key: str, clip: VideoClip) -> None:
+    "Store `clip` on disk (atomically) and in memory."
+    npy, js = self._files(key)
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    meta = {f.name: getattr(clip, f.name) for f in dataclasses.fields(VideoClip) if f.name not in ("frames", "from_cache", "cache_level")}
+    atomic_write(npy, lambda tmp: _save_npy(tmp, clip.frames.numpy()))
+    atomic_write(js, json.dumps({"video_clip": meta, "created": time.time()}))
+    self.stats["writes"] += 1
+    self._remember(key, clip)
+    self._prune(keep=npy)
 
-    def _prune(self, keep: Path | None = None) -> None:
-        "Evict least recently used entries until the disk cache is under 90% of `max_disk_bytes`."
-        if not self.max_disk_bytes: return
-        files = []
-        for p in self.root.glob("??/*.npy"):
-            try: st = p.stat(); files.append((st.st_mtime_ns, st.st_size, p))
-            except OSError: pass  # evicted concurrently
-        total = sum(f[1] for f in files)
-        if total <= self.max_disk_bytes: return
-        for _, size, p in sorted(files):
-            if total <= 0.9 * self.max_disk_bytes: break
-            if p == keep: continue
-            p.with_suffix(".json").unlink(missing_ok=True); p.unlink(missing_ok=True)
-            total -= size; self.stats["evicted"] += 1
+# %% ../nbs/03_video.ipynb #62fb1df2
+@patch
+def _prune(self: FrameCache, keep: Path | None = None) -> None:
+    "Evict least recently used entries until the disk cache is under 90% of `max_disk_bytes`."
+    if not self.max_disk_bytes: return
+    files = []
+    for p in self.root.glob("??/*.npy"):
+        try: st = p.stat(); files.append((st.st_mtime_ns, st.st_size, p))
+        except OSError: pass  # evicted concurrently
+    total = sum(f[1] for f in files)
+    if total <= self.max_disk_bytes: return
+    for _, size, p in sorted(files):
+        if total <= 0.9 * self.max_disk_bytes: break
+        if p == keep: continue
+        p.with_suffix(".json").unlink(missing_ok=True); p.unlink(missing_ok=True)
+        total -= size; self.stats["evicted"] += 1
 
-    def clear(self, disk: bool = True) -> None:
-        "Drop the in-memory LRU and (if `disk`) every cached file under `root`."
-        with self._lock: self._mem.clear(); self._mem_bytes = 0
-        if disk:
-            for p in list(self.root.glob("??/*.npy")) + list(self.root.glob("??/*.json")): p.unlink(missing_ok=True)
+# %% ../nbs/03_video.ipynb #5604d75f
+@patch
+def clear(self: FrameCache, disk: bool = True) -> None:
+    "Drop the in-memory LRU and (if `disk`) every cached file under `root`."
+    with self._lock: self._mem.clear(); self._mem_bytes = 0
+    if disk:
+        for p in list(self.root.glob("??/*.npy")) + list(self.root.glob("??/*.json")): p.unlink(missing_ok=True)
 
 # %% ../nbs/03_video.ipynb #49919400
 _CACHES: dict[str, FrameCache] = {}

@@ -13,6 +13,7 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 import traitlets
+from fastcore.basics import patch
 
 from .core import artifacts_dir
 from .data import ASSETS, GroundingItem, asset_path, find_video, read_prediction_lines
@@ -565,76 +566,97 @@ class Scrubber(widgets.VBox):
         self.add_class('timer1-scrubber')
         self.set_case(case)
 
-    # --- state -------------------------------------------------------------------------------------------------
-    @property
-    def t(self) -> float: return float(self.slider.value)
-    @property
-    def frame_index(self) -> int | None: return None if self.source is None else self.source.index(self.t)
-    @property
-    def playhead(self) -> float: return float(self.timeline.data[PLAYHEAD_TRACE].x[0])
+# %% ../nbs/30_viewer.ipynb #1a496f9e
+@patch(as_prop=True)
+def t(self: Scrubber) -> float: return float(self.slider.value)
 
-    def set_case(self, case: Case | None) -> None:
-        "Show `case` (None: empty) in place: frames, slider range, timeline, texts."
-        self.play.playing = False
-        self.case, self.source, self.error = case, None, None
-        msgs = []
-        if case is not None:
-            path = find_case_video(case.video, self.video_root)
-            if path is None:
-                where = f" (video_root={str(self.video_root)!r})" if self.video_root is not None else ' (pass video_root= to the viewer)'
-                self.error = f"Video not found for case {case.id!r}: '{case.video}'{where}. The timeline and texts below still show the case."
-            else:
-                try: self.source = FrameSource(path, case.clip, self.config, self.cache)
-                except VideoNotFoundError as e: self.error = f"Video not found for case {case.id!r}: {e}"
-                except VideoDecodeError as e: self.error = f"Cannot decode the video of case {case.id!r}: {e}"
-                except Exception as e:   # bad clip window, damaged file: show it, do not raise into the UI
-                    _logger.warning(f"viewer: case {case.id!r}: {type(e).__name__}: {e}")
-                    self.error = f"Cannot show frames of case {case.id!r} ({case.video}): {type(e).__name__}: {e}"
-            if not case.predictions: msgs.append(message_html(f"No predictions for case {case.id!r}.", 'info'))
-        if self.error: msgs.insert(0, message_html(self.error))
-        self.message.value = ''.join(msgs)
-        D = float(case.duration) if case is not None else 1.0
-        if self.source is not None:
-            self._times, step = self.source.timestamps, self.source.step
-            D = max(D, self._times[-1])
-        else:
-            step = 0.25 if D <= 120 else round(D / 480, 2)
-            self._times = [i * step for i in range(int(D / step) + 1)]
-        self.image.layout.display = None if self.source is not None else 'none'
-        self.play.disabled = self.source is None
-        self.slider.value = 0.0          # first, so that a shorter case never sees a value past its end
-        self.play.value = 0
-        self.slider.max = max(D, step)
-        self.slider.step = max(round(step, 3), 0.001)
-        self.play.max = max(len(self._times) - 1, 1)
-        self.play.interval = int(max(40, min(2000, 1000 * step)))
-        self.info.value = case_html(case)
-        draw_timeline(self.timeline, case, 0.0)
-        self._render(0.0)
+@patch(as_prop=True)
+def frame_index(self: Scrubber) -> int | None: return None if self.source is None else self.source.index(self.t)
 
-    def seek(self, t: float) -> None:
-        "Move the slider (and so the frame and the playhead) to `t` seconds, clamped to the case."
-        self.slider.value = min(max(float(t), self.slider.min), self.slider.max)
-        self._render(self.slider.value)   # also when the value did not change
+@patch(as_prop=True)
+def playhead(self: Scrubber) -> float: return float(self.timeline.data[PLAYHEAD_TRACE].x[0])
 
-    # --- events ------------------------------------------------------------------------------------------------
-    def _on_slider(self, change) -> None: self._render(change['new'])
+# %% ../nbs/30_viewer.ipynb #cd3a802d
+@patch
+def _open_frames(self: Scrubber, case: Case) -> None:
+    "Set `self.source` to the frames of `case`, or `self.error` to why there are none (never raises)."
+    path = find_case_video(case.video, self.video_root)
+    if path is None:
+        where = f" (video_root={str(self.video_root)!r})" if self.video_root is not None else ' (pass video_root= to the viewer)'
+        self.error = f"Video not found for case {case.id!r}: '{case.video}'{where}. The timeline and texts below still show the case."
+        return
+    try: self.source = FrameSource(path, case.clip, self.config, self.cache)
+    except VideoNotFoundError as e: self.error = f"Video not found for case {case.id!r}: {e}"
+    except VideoDecodeError as e: self.error = f"Cannot decode the video of case {case.id!r}: {e}"
+    except Exception as e:   # bad clip window, damaged file: show it, do not raise into the UI
+        _logger.warning(f"viewer: case {case.id!r}: {type(e).__name__}: {e}")
+        self.error = f"Cannot show frames of case {case.id!r} ({case.video}): {type(e).__name__}: {e}"
 
-    def _on_click(self, trace, points, state) -> None:
-        if points.xs: self.seek(points.xs[0])
+# %% ../nbs/30_viewer.ipynb #9667d994
+@patch
+def _set_times(self: Scrubber, case: Case | None) -> None:
+    "Frame times, slider range and step, play button range and speed for `case` (after `_open_frames`)."
+    D = float(case.duration) if case is not None else 1.0
+    if self.source is not None:
+        self._times, step = self.source.timestamps, self.source.step
+        D = max(D, self._times[-1])
+    else:
+        step = 0.25 if D <= 120 else round(D / 480, 2)
+        self._times = [i * step for i in range(int(D / step) + 1)]
+    self.image.layout.display = None if self.source is not None else 'none'
+    self.play.disabled = self.source is None
+    self.slider.value = 0.0          # first, so that a shorter case never sees a value past its end
+    self.play.value = 0
+    self.slider.max = max(D, step)
+    self.slider.step = max(round(step, 3), 0.001)
+    self.play.max = max(len(self._times) - 1, 1)
+    self.play.interval = int(max(40, min(2000, 1000 * step)))
 
-    def _render(self, t: float) -> None:
-        t = float(t)
-        if self.source is not None:
-            i = self.source.index(t)
-            jpg = self.source.jpeg(i)
-            if self.image.value != jpg: self.image.value = jpg
-            self.frame_label.value = (f'<span style="font-size:12px;color:#555">frame {i + 1}/{len(self.source)} at '
-                                      f'{self.source.timestamps[i]:.2f} s · {self.source.video.fps:.2f} fps sampled</span>')
-        else:
-            self.frame_label.value = ''
-        ph = self.timeline.data[PLAYHEAD_TRACE]
-        if tuple(ph.x) != (t, t): ph.x = [t, t]
+# %% ../nbs/30_viewer.ipynb #f1d1343a
+@patch
+def set_case(self: Scrubber, case: Case | None) -> None:
+    "Show `case` (None: empty) in place: frames, slider range, timeline, texts."
+    self.play.playing = False
+    self.case, self.source, self.error = case, None, None
+    msgs = []
+    if case is not None:
+        self._open_frames(case)
+        if not case.predictions: msgs.append(message_html(f"No predictions for case {case.id!r}.", 'info'))
+    if self.error: msgs.insert(0, message_html(self.error))
+    self.message.value = ''.join(msgs)
+    self._set_times(case)
+    self.info.value = case_html(case)
+    draw_timeline(self.timeline, case, 0.0)
+    self._render(0.0)
+
+# %% ../nbs/30_viewer.ipynb #199456c4
+@patch
+def seek(self: Scrubber, t: float) -> None:
+    "Move the slider (and so the frame and the playhead) to `t` seconds, clamped to the case."
+    self.slider.value = min(max(float(t), self.slider.min), self.slider.max)
+    self._render(self.slider.value)   # also when the value did not change
+
+@patch
+def _on_slider(self: Scrubber, change) -> None: self._render(change['new'])
+
+@patch
+def _on_click(self: Scrubber, trace, points, state) -> None:
+    if points.xs: self.seek(points.xs[0])
+
+# %% ../nbs/30_viewer.ipynb #c6159c26
+@patch
+def _render(self: Scrubber, t: float) -> None:
+    t = float(t)
+    if self.source is not None:
+        i = self.source.index(t)
+        jpg = self.source.jpeg(i)
+        if self.image.value != jpg: self.image.value = jpg
+        self.frame_label.value = (f'<span style="font-size:12px;color:#555">frame {i + 1}/{len(self.source)} at '
+                                  f'{self.source.timestamps[i]:.2f} s · {self.source.video.fps:.2f} fps sampled</span>')
+    else:
+        self.frame_label.value = ''
+    ph = self.timeline.data[PLAYHEAD_TRACE]
+    if tuple(ph.x) != (t, t): ph.x = [t, t]
 
 # %% ../nbs/30_viewer.ipynb #e4ae4858
 _ANY = '(all)'
@@ -650,22 +672,10 @@ class CaseBrowser(widgets.VBox):
                  title: str | None = None, prefetch: bool = True, **scrubber_kw):
         self.all_cases = list(cases)
         self.prefetch, self._pool, self._pending = prefetch, None, {}
-        runs = list(dict.fromkeys(r for c in self.all_cases for r in c.runs))
-        opts = lambda xs: [_ANY] + sorted({x for x in xs if x is not None})
-        lay = lambda w: widgets.Layout(width=w)
-        self.title = widgets.HTML(f'<b>{_esc(title)}</b>' if title else '')
-        self.dataset = widgets.Dropdown(options=opts(c.dataset for c in self.all_cases), description='dataset', layout=lay('230px'))
-        self.qtype = widgets.Dropdown(options=opts(c.qtype for c in self.all_cases), description='query type', layout=lay('300px'))
-        self.run = widgets.Dropdown(options=[_ANY] + runs, value=run if run in runs else _ANY, description='run',
-                                    layout=lay('300px'))
-        self.outcome = widgets.ToggleButtons(options=list(OUTCOMES), value='all', description='outcome',
-                                             style=dict(button_width='66px'), layout=lay('380px'))
-        self.threshold = widgets.FloatSlider(value=threshold, min=0.05, max=0.95, step=0.05, description='IoU ≥',
-                                             readout_format='.2f', continuous_update=False, layout=lay('260px'))
-        self.sort = widgets.Dropdown(options=[(v, k) for k, v in SORTS.items()], value=sort, description='sort', layout=lay('260px'))
-        self.prev_btn = widgets.Button(description='◀ prev', layout=lay('80px'))
-        self.next_btn = widgets.Button(description='next ▶', layout=lay('80px'))
-        self.case_menu = widgets.Dropdown(options=[], description='case', layout=lay('520px'))
+        self._make_filters(threshold, sort, run, title)
+        self.prev_btn = widgets.Button(description='◀ prev', layout=widgets.Layout(width='80px'))
+        self.next_btn = widgets.Button(description='next ▶', layout=widgets.Layout(width='80px'))
+        self.case_menu = widgets.Dropdown(options=[], description='case', layout=widgets.Layout(width='520px'))
         self.status = widgets.HTML()
         self.scrubber = Scrubber(None, **scrubber_kw)
         self.cases: list[Case] = []
@@ -681,78 +691,107 @@ class CaseBrowser(widgets.VBox):
         self.add_class('timer1-browser')
         self.refresh()
 
-    @property
-    def current(self) -> Case | None: return self.scrubber.case
+# %% ../nbs/30_viewer.ipynb #b73a9da5
+@patch
+def _make_filters(self: CaseBrowser, threshold: float, sort: str, run: str | None, title: str | None) -> None:
+    runs = list(dict.fromkeys(r for c in self.all_cases for r in c.runs))
+    opts = lambda xs: [_ANY] + sorted({x for x in xs if x is not None})
+    lay = lambda w: widgets.Layout(width=w)
+    self.title = widgets.HTML(f'<b>{_esc(title)}</b>' if title else '')
+    self.dataset = widgets.Dropdown(options=opts(c.dataset for c in self.all_cases), description='dataset', layout=lay('230px'))
+    self.qtype = widgets.Dropdown(options=opts(c.qtype for c in self.all_cases), description='query type', layout=lay('300px'))
+    self.run = widgets.Dropdown(options=[_ANY] + runs, value=run if run in runs else _ANY, description='run',
+                                layout=lay('300px'))
+    self.outcome = widgets.ToggleButtons(options=list(OUTCOMES), value='all', description='outcome',
+                                         style=dict(button_width='66px'), layout=lay('380px'))
+    self.threshold = widgets.FloatSlider(value=threshold, min=0.05, max=0.95, step=0.05, description='IoU ≥',
+                                         readout_format='.2f', continuous_update=False, layout=lay('260px'))
+    self.sort = widgets.Dropdown(options=[(v, k) for k, v in SORTS.items()], value=sort, description='sort', layout=lay('260px'))
 
-    @property
-    def run_name(self) -> str | None:
-        "The run that decides outcome and IoU sorting (None: all runs)."
-        return None if self.run.value == _ANY else self.run.value
+# %% ../nbs/30_viewer.ipynb #044e69da
+@patch(as_prop=True)
+def current(self: CaseBrowser) -> Case | None: return self.scrubber.case
 
-    @property
-    def index(self) -> int | None:
-        c = self.current
-        return next((i for i, x in enumerate(self.cases) if x is c), None)
+@patch(as_prop=True)
+def run_name(self: CaseBrowser) -> str | None:
+    "The run that decides outcome and IoU sorting (None: all runs)."
+    return None if self.run.value == _ANY else self.run.value
 
-    def refresh(self) -> None:
-        "Re-apply filters and sort; keep the current case if it still passes, else show the first."
-        val = lambda w: None if w.value == _ANY else w.value
-        cur = self.current
-        self.cases = sort_cases(filter_cases(self.all_cases, val(self.dataset), val(self.qtype), self.outcome.value,
-                                             self.threshold.value, self.run_name), self.sort.value, self.run_name)
-        def label(i, c):
-            p = c.prediction(self.run_name) if self.run_name else None
-            score = f'IoU {p.iou:.2f}' if p is not None else f'mean IoU {c.mean_iou:.2f}'
-            return f'{i + 1}. {c.id} · {score} · {_short(c.query, 50)}'
+@patch(as_prop=True)
+def index(self: CaseBrowser) -> int | None:
+    c = self.current
+    return next((i for i, x in enumerate(self.cases) if x is c), None)
+
+# %% ../nbs/30_viewer.ipynb #fb3c1e7a
+@patch
+def _label(self: CaseBrowser, i: int, c: Case) -> str:
+    "The case menu's entry for the `i`-th case."
+    p = c.prediction(self.run_name) if self.run_name else None
+    score = f'IoU {p.iou:.2f}' if p is not None else f'mean IoU {c.mean_iou:.2f}'
+    return f'{i + 1}. {c.id} · {score} · {_short(c.query, 50)}'
+
+@patch
+def refresh(self: CaseBrowser) -> None:
+    "Re-apply filters and sort; keep the current case if it still passes, else show the first."
+    val = lambda w: None if w.value == _ANY else w.value
+    cur = self.current
+    self.cases = sort_cases(filter_cases(self.all_cases, val(self.dataset), val(self.qtype), self.outcome.value,
+                                         self.threshold.value, self.run_name), self.sort.value, self.run_name)
+    self._updating = True
+    try: self.case_menu.options = [(self._label(i, c), i) for i, c in enumerate(self.cases)]
+    finally: self._updating = False
+    keep = next((i for i, c in enumerate(self.cases) if c is cur), None)
+    if not self.cases:
+        self.status.value = '<span style="color:#b00">no cases match</span>'
+        self.scrubber.set_case(None)
+        if not self.all_cases: self.scrubber.message.value = message_html('No cases: the prediction files hold no records.', 'info')
+        else: self.scrubber.message.value = message_html('No cases match these filters.', 'info')
+        return
+    self.select(keep if keep is not None else 0)
+
+# %% ../nbs/30_viewer.ipynb #ed664451
+@patch
+def select(self: CaseBrowser, i: int) -> None:
+    "Show the `i`-th case of the filtered, sorted list."
+    if not self.cases: return
+    i = min(max(int(i), 0), len(self.cases) - 1)
+    if self.case_menu.value != i:
         self._updating = True
-        try: self.case_menu.options = [(label(i, c), i) for i, c in enumerate(self.cases)]
+        try: self.case_menu.value = i
         finally: self._updating = False
-        keep = next((i for i, c in enumerate(self.cases) if c is cur), None)
-        if not self.cases:
-            self.status.value = '<span style="color:#b00">no cases match</span>'
-            self.scrubber.set_case(None)
-            if not self.all_cases: self.scrubber.message.value = message_html('No cases: the prediction files hold no records.', 'info')
-            else: self.scrubber.message.value = message_html('No cases match these filters.', 'info')
-            return
-        self.select(keep if keep is not None else 0)
+    if self.current is not self.cases[i]:
+        fut = self._pending.pop(id(self.cases[i]), None)
+        if fut is not None:                    # its video is being decoded in the background: wait, then hit the cache
+            try: fut.result(timeout=300)
+            except Exception: pass
+        self.scrubber.set_case(self.cases[i])
+    if self.prefetch and i + 1 < len(self.cases): self._prefetch_video(self.cases[i + 1])
+    self.status.value = f'<span style="font-size:12px">case {i + 1} / {len(self.cases)} ({len(self.all_cases)} in all)</span>'
+    self.prev_btn.disabled, self.next_btn.disabled = i == 0, i == len(self.cases) - 1
 
-    def select(self, i: int) -> None:
-        "Show the `i`-th case of the filtered, sorted list."
-        if not self.cases: return
-        i = min(max(int(i), 0), len(self.cases) - 1)
-        if self.case_menu.value != i:
-            self._updating = True
-            try: self.case_menu.value = i
-            finally: self._updating = False
-        if self.current is not self.cases[i]:
-            fut = self._pending.pop(id(self.cases[i]), None)
-            if fut is not None:                    # its video is being decoded in the background: wait, then hit the cache
-                try: fut.result(timeout=300)
-                except Exception: pass
-            self.scrubber.set_case(self.cases[i])
-        if self.prefetch and i + 1 < len(self.cases): self._prefetch_video(self.cases[i + 1])
-        self.status.value = f'<span style="font-size:12px">case {i + 1} / {len(self.cases)} ({len(self.all_cases)} in all)</span>'
-        self.prev_btn.disabled, self.next_btn.disabled = i == 0, i == len(self.cases) - 1
+@patch
+def step(self: CaseBrowser, k: int) -> None:
+    "Move `k` cases forward (negative: back)."
+    i = self.index
+    self.select((i if i is not None else 0) + k)
 
-    def step(self, k: int) -> None:
-        "Move `k` cases forward (negative: back)."
-        i = self.index
-        self.select((i if i is not None else 0) + k)
+# %% ../nbs/30_viewer.ipynb #00d19cc9
+@patch
+def _prefetch_video(self: CaseBrowser, case: Case) -> None:
+    "Decode `case`'s video into the frame cache in a background thread, so stepping to it is instant."
+    sc = self.scrubber
+    if id(case) in self._pending or sc.cache in (None, False): return
+    path = find_case_video(case.video, sc.video_root)
+    if path is None: return
+    for k in [k for k, f in self._pending.items() if f.done()]: del self._pending[k]
+    if self._pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix='timer1-viewer-prefetch')
+    self._pending[id(case)] = self._pool.submit(_warm_cache, path, case.clip, sc.config, sc.cache)
 
-    def _prefetch_video(self, case: Case) -> None:
-        "Decode `case`'s video into the frame cache in a background thread, so stepping to it is instant."
-        sc = self.scrubber
-        if id(case) in self._pending or sc.cache in (None, False): return
-        path = find_case_video(case.video, sc.video_root)
-        if path is None: return
-        for k in [k for k, f in self._pending.items() if f.done()]: del self._pending[k]
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix='timer1-viewer-prefetch')
-        self._pending[id(case)] = self._pool.submit(_warm_cache, path, case.clip, sc.config, sc.cache)
-
-    def _on_menu(self, change) -> None:
-        if not self._updating and change['new'] is not None: self.select(change['new'])
+@patch
+def _on_menu(self: CaseBrowser, change) -> None:
+    if not self._updating and change['new'] is not None: self.select(change['new'])
 
 # %% ../nbs/30_viewer.ipynb #c15c3a27
 def browse(source=None, items: Iterable[GroundingItem] | None = None, **kw) -> CaseBrowser:
