@@ -25,7 +25,8 @@ def toy_length_reward(completions, **kwargs) -> list[float]:
 
     A plain TRL-style reward callable (not registered in `timer1_lib.rewards.REWARDS`): it gives a random tiny model's
     groups reward variance (such a model never earns tiou/format), so GRPO's advantages are non-zero and weights move.
-    Pass it in `reward_funcs` next to names, e.g. `['tiou', 'format', toy_reward]`; its metrics are `rewards/toy_length_reward/*`."""
+    Pass it in `reward_funcs` next to names, e.g. `['tiou', 'format', toy_reward]`; its metrics are \
+`rewards/toy_length_reward/*`."""
     from timer1_lib.rewards import completion_text
     return [len(t) / (len(t) + 100) for t in map(completion_text, completions)]
 

@@ -3,7 +3,8 @@
 Starts `jupyter lab` from the project venv on 127.0.0.1 with a random token, opens nbs/explore.ipynb, runs all cells
 from the Run menu, checks that the frame image and the plotly timeline rendered, moves the slider with the keyboard
 (the frame and the playhead change), clicks the timeline (click-to-seek changes the frame), presses play (time and
-frame advance), checks that no widget error shows, and saves screenshots under artifacts/browser/. Installs Chromium with apt-get when it is missing.
+frame advance), checks that no widget error shows, and saves screenshots under artifacts/browser/. \
+Installs Chromium with apt-get when it is missing.
 """
 import json, os, secrets, shutil, signal, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
@@ -19,7 +20,8 @@ CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic'
                  '--disable-background-networking', '--disable-component-update', '--disable-sync',
                  '--disable-dev-shm-usage']
 TIMEOUT_MS = 120_000
-WIDGET_ERRORS = ('Error displaying widget', 'Failed to load model class', 'Error rendering', 'Traceback (most recent call last)')
+WIDGET_ERRORS = ('Error displaying widget', 'Failed to load model class', 'Error rendering',
+                 'Traceback (most recent call last)')
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
@@ -33,7 +35,8 @@ def _ensure_chromium() -> str:
                     'run `apt-get install chromium`')
     env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
     lock = ['-o', 'DPkg::Lock::Timeout=300']
-    for cmd in (sudo + ['apt-get', *lock, 'update', '-qq'], sudo + ['apt-get', *lock, 'install', '-y', '-qq', 'chromium']):
+    for cmd in (sudo + ['apt-get', *lock, 'update', '-qq'],
+                sudo + ['apt-get', *lock, 'install', '-y', '-qq', 'chromium']):
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         if r.returncode != 0: pytest.fail(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr[-2000:]}")
     assert Path(CHROMIUM).exists(), f'apt-get installed chromium but {CHROMIUM} is not there'
@@ -46,7 +49,8 @@ def _free_port() -> int:
 
 
 def _lab_settings(d: Path) -> Path:
-    "User settings: start the notebook's kernel without asking, never autosave (the notebook must stay clean), no news."
+    ("User settings: start the notebook's kernel without asking, never autosave (the notebook must stay clean), "
+     "no news.")
     us = d / 'settings'
     for ext, name, val in (('notebook-extension', 'tracker', {'autoStartDefaultKernel': True}),
                            ('docmanager-extension', 'plugin', {'autosave': False}),
@@ -65,7 +69,8 @@ def lab(tmp_path):
     env['PATH'] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     cmd = [str(BIN / 'jupyter'), 'lab', '--no-browser', '--ip=127.0.0.1', f'--port={port}', '--port-retries=0',
            f'--ServerApp.token={token}', f'--ServerApp.root_dir={ROOT}', '--allow-root',
-           f'--LabApp.user_settings_dir={_lab_settings(tmp_path)}', f'--LabApp.workspaces_dir={tmp_path / "workspaces"}',
+           f'--LabApp.user_settings_dir={_lab_settings(tmp_path)}',
+           f'--LabApp.workspaces_dir={tmp_path / "workspaces"}',
            '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate', '--LabApp.news_url=',
            '--LabApp.extension_manager=readonly']
     log = open(tmp_path / 'jupyter.log', 'w')
@@ -76,7 +81,8 @@ def lab(tmp_path):
         t0, url = time.time(), f'http://127.0.0.1:{port}'
         while True:
             if srv.poll() is not None:
-                pytest.fail(f'jupyter lab exited with {srv.returncode}:\n{(tmp_path / "jupyter.log").read_text()[-3000:]}')
+                pytest.fail(f'jupyter lab exited with {srv.returncode}:\n'
+                            f'{(tmp_path / "jupyter.log").read_text()[-3000:]}')
             try:
                 with urllib.request.urlopen(f'{url}/api/status?token={token}', timeout=2) as r:
                     if r.status == 200: break
@@ -130,7 +136,8 @@ def test_explore_notebook_in_chromium(lab):
 
             # the frame is a real decoded image, the timeline has its tracks and the GT / run segments
             img = out.locator('img').first
-            page.wait_for_function('(el) => el.complete && el.naturalWidth > 0', arg=img.element_handle(), timeout=TIMEOUT_MS)
+            page.wait_for_function('(el) => el.complete && el.naturalWidth > 0', arg=img.element_handle(),
+                                   timeout=TIMEOUT_MS)
             assert img.evaluate('el => el.naturalWidth') >= 200
             plot = out.locator('.js-plotly-plot').first
             ticks = plot.locator('.ytick text').all_text_contents()
@@ -146,8 +153,10 @@ def test_explore_notebook_in_chromium(lab):
             handle = out.locator('.widget-slider .noUi-handle').first
             handle.click()
             for _ in range(12): handle.press('ArrowRight')
-            page.wait_for_function('([el, s]) => el.getAttribute("src") !== s', arg=[img.element_handle(), src0], timeout=30_000)
-            page.wait_for_function('([el, d]) => el.getAttribute("d") !== d', arg=[playhead.element_handle(), line0], timeout=30_000)
+            page.wait_for_function('([el, s]) => el.getAttribute("src") !== s', arg=[img.element_handle(), src0],
+                                   timeout=30_000)
+            page.wait_for_function('([el, d]) => el.getAttribute("d") !== d', arg=[playhead.element_handle(), line0],
+                                   timeout=30_000)
             readout = out.locator('.widget-readout').first.inner_text().strip()
             assert float(readout) > 0, readout
             times['slider_to_new_frame_s'] = round(time.time() - t2, 2)
@@ -159,7 +168,8 @@ def test_explore_notebook_in_chromium(lab):
             drag.scroll_into_view_if_needed()
             box = drag.bounding_box()
             page.mouse.click(box['x'] + 0.7 * box['width'], box['y'] + 0.94 * box['height'])
-            page.wait_for_function('([el, s]) => el.getAttribute("src") !== s', arg=[img.element_handle(), src1], timeout=30_000)
+            page.wait_for_function('([el, s]) => el.getAttribute("src") !== s', arg=[img.element_handle(), src1],
+                                   timeout=30_000)
             page.wait_for_function('(el) => parseFloat(el.textContent) > 20',
                                    arg=out.locator('.widget-readout').first.element_handle(), timeout=30_000)
             times['click_to_new_frame_s'] = round(time.time() - t3, 2)
@@ -170,8 +180,8 @@ def test_explore_notebook_in_chromium(lab):
             r0, src2 = float(readout.inner_text()), _img_src(page, out)
             play = out.locator('.widget-play button').first
             play.click()
-            page.wait_for_function('([el, r]) => parseFloat(el.textContent) > r + 0.6', arg=[readout.element_handle(), r0],
-                                   timeout=30_000)
+            page.wait_for_function('([el, r]) => parseFloat(el.textContent) > r + 0.6',
+                                   arg=[readout.element_handle(), r0], timeout=30_000)
             play.click()                               # pause
             assert _img_src(page, out) != src2
             times['play_advances_s'] = round(time.time() - t4, 2)
@@ -190,7 +200,8 @@ def test_explore_notebook_in_chromium(lab):
             out.scroll_into_view_if_needed()
             page.screenshot(path=str(OUT / 'explore.png'))
             assert not bad, f'widget errors in the page: {bad}'
-            assert not [e for e in console_errors if 'widget' in e.lower() or 'model class' in e.lower()], console_errors
+            assert not [e for e in console_errors
+                        if 'widget' in e.lower() or 'model class' in e.lower()], console_errors
         except BaseException:
             try: page.screenshot(path=str(OUT / 'explore_failure.png'))
             except Exception: pass

@@ -84,10 +84,12 @@ def test_bad_cot_file_names_file_and_record(setup, tmp_path):
     assert [it.meta['cot'] for it in load_cot_examples(tmp_path / 'good.json')] == [r['cot'] for r in good]
     s, e = good[1]['timestamp']
     cases = {
-        'nocot.json': ([good[0], {k: v for k, v in good[1].items() if k != 'cot'}], "record 1 (id {!r}): missing field 'cot'"),
+        'nocot.json': ([good[0], {k: v for k, v in good[1].items() if k != 'cot'}],
+                       "record 1 (id {!r}): missing field 'cot'"),
         'contra.json': ([good[0], good[1] | {'cot': f'<think>x</think> <answer>{s + 3} to {e + 3}</answer>'}],
                         'record 1 (id {!r}): field \'cot\': its answer'),
-        'units.json': ([good[0], good[1] | {'cot': 'it starts at 1200 to 3400 ms'}], 'record 1 (id {!r}): field \'cot\': time span'),
+        'units.json': ([good[0], good[1] | {'cot': 'it starts at 1200 to 3400 ms'}],
+                       'record 1 (id {!r}): field \'cot\': time span'),
     }
     for name, (recs, want) in cases.items():
         p = tmp_path / name

@@ -94,7 +94,8 @@ def test_filtering_inside_one_run(setup, reference):
     st = tr.curriculum.state
     assert tr.state.global_step == 3 + 2
     assert st.remaining == ['toy2', 'toy3', 'toy4', 'toy5'] and st.dropped == [{'toy0': 1.0, 'toy1': 1.0}, {}]
-    assert [(h['epoch'], h['n_before'], h['n_dropped'], h['n_remaining']) for h in st.history] == [(1, 6, 2, 4), (2, 4, 0, 4)]
+    assert ([(h['epoch'], h['n_before'], h['n_dropped'], h['n_remaining']) for h in st.history]
+            == [(1, 6, 2, 4), (2, 4, 0, 4)])
     assert sorted(i for s in (1, 2, 3) for i in ids[s]) == [f'toy{i}' for i in range(6)]   # epoch 1: every item once
     assert sorted(i for s in (4, 5) for i in ids[s]) == st.remaining                        # epoch 2: only the rest
     saved = {p.name: CurriculumState.load(p / STATE_FILE) for p in (root / 'ref').glob('checkpoint-*')}
@@ -104,7 +105,8 @@ def test_filtering_inside_one_run(setup, reference):
     logs = [json.loads(line) for line in open(root / 'ref' / 'curriculum.jsonl')]
     assert [r['n_dropped'] for r in logs] == [2, 0]
     m = [json.loads(line) for line in open(root / 'ref' / 'metrics.jsonl')]
-    assert [(r['step'], r['curriculum/n_dropped'], r['curriculum/n_remaining']) for r in m if 'curriculum/epoch' in r][0] == (4, 2, 4)
+    assert [(r['step'], r['curriculum/n_dropped'], r['curriculum/n_remaining'])
+            for r in m if 'curriculum/epoch' in r][0] == (4, 2, 4)
 
 
 def test_resume_at_epoch_checkpoint(setup, reference):
@@ -125,10 +127,12 @@ def test_resume_at_epoch_checkpoint(setup, reference):
 
 
 def test_resume_mid_epoch(setup, reference):
-    "Checkpoint every step, killed after step 2 of epoch 1: the resumed run trains only epoch 1's third batch, then epoch 2."
+    ("Checkpoint every step, killed after step 2 of epoch 1: the resumed run trains only epoch 1's third batch, "
+     "then epoch 2.")
     root = setup[0]
     killer, begin, tr = _kill_and_resume(setup, 'mid', kill_step=2, save_strategy='steps', save_steps=1)
-    assert begin.step == 2 and CurriculumState.load(root / 'mid' / 'checkpoint-2' / STATE_FILE).remaining == [f'toy{i}' for i in range(6)]
+    assert begin.step == 2
+    assert CurriculumState.load(root / 'mid' / 'checkpoint-2' / STATE_FILE).remaining == [f'toy{i}' for i in range(6)]
     assert all(torch.equal(killer.weights[k], begin.weights[k]) for k in killer.weights)
     assert tr.state.global_step == 5
     assert tr.curriculum.state.remaining == reference[0].curriculum.state.remaining
@@ -157,7 +161,8 @@ def test_grad_accumulation_resume(setup):
     _, begin, tr = _kill_and_resume(setup, 'ga', kill_step=4, **kw)
     assert begin.step == 4 and tr.state.global_step == 5
     a, b = tr.curriculum.state, ref.curriculum.state
-    assert (a.remaining, a.dropped, a.epoch, a.epoch_start_step) == (b.remaining, b.dropped, b.epoch, b.epoch_start_step)
+    assert ((a.remaining, a.dropped, a.epoch, a.epoch_start_step)
+            == (b.remaining, b.dropped, b.epoch, b.epoch_start_step))
     assert _trained_ids(root, 'ga') == _trained_ids(root, 'ga-ref')
 
 

@@ -17,7 +17,8 @@ def test_difficulty_is_100_iou_of_pred_for_all_items(timerft):
     "TimeRFT's `difficulty` is 100·IoU(pred, timestamp) on the released ground truth, for all 2,500 items."
     assert len(timerft) == 2500
     for it in timerft:
-        gt = it.orig_segment or it.segment            # the loader clipped 34 overshooting ends; difficulty used the raw ones
+        # the loader clipped 34 overshooting ends; difficulty used the raw ones
+        gt = it.orig_segment or it.segment
         assert math.isclose(it.difficulty, 100 * iou(it.pred, gt), abs_tol=1e-6), it.id
 
 
@@ -48,7 +49,8 @@ def test_roundtrip_bundled_tvgbench(tmp_path):
 # ---- several ground-truth windows (issue #12, item 5) and point ground truths (item 10)
 
 def test_qvhighlights_second_window_counts_loader_metrics_reward(tmp_path):
-    "A QVHighlights record with two windows: a prediction of the second window is a hit in the loader's item, the metrics, the GRPO row and the rewards."
+    ("A QVHighlights record with two windows: a prediction of the second window is a hit in the loader's item, "
+     "the metrics, the GRPO row and the rewards.")
     from timer1_lib.grpo import grounding_rows
     from timer1_lib.metrics import item_iou, grounding_metrics as gm
     from timer1_lib.rewards import iou_reward, tiou_reward, recall_reward
@@ -70,7 +72,8 @@ def test_qvhighlights_second_window_counts_loader_metrics_reward(tmp_path):
 
 
 def test_tvgbench_point_ground_truths():
-    "The 11 zero-length TVGBench items: a short prediction holding the point counts under the default rule, never under 'strict'; other items are unaffected."
+    ("The 11 zero-length TVGBench items: a short prediction holding the point counts under the default rule, "
+     "never under 'strict'; other items are unaffected.")
     from timer1_lib.metrics import grounding_metrics as gm, pred_ious, point_gt_count
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -84,7 +87,8 @@ def test_tvgbench_point_ground_truths():
     assert gm([(0, it.duration) for it in pts], gts)['mIoU'] == 0.0                               # the whole video
     assert gm([(it.segment[0] + 0.5, it.segment[0] + 1) for it in pts], gts)['mIoU'] == 0.0       # short but beside it
     full = [(0, it.duration) for it in tvg]
-    assert pred_ious(full, [it.segment for it in tvg]) == pred_ious(full, [it.segment for it in tvg], point_gt='strict')
+    assert (pred_ious(full, [it.segment for it in tvg])
+            == pred_ious(full, [it.segment for it in tvg], point_gt='strict'))
 
 
 def test_base_model_table_unchanged_by_the_point_rule():
@@ -99,22 +103,26 @@ def test_base_model_table_unchanged_by_the_point_rule():
 
 
 def test_evaluate_scores_the_best_window_and_reports_points(tmp_path):
-    "evaluate.RunResult: a multi-window item scores its best window; metrics.json and results.md record the point rule and n_point_gt."
+    ("evaluate.RunResult: a multi-window item scores its best window; metrics.json and results.md record "
+     "the point rule and n_point_gt.")
     from timer1_lib.data import GroundingItem
     from timer1_lib.evaluate import RunResult, released_gt, write_report
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         tvg = load_tvgbench()
     multi = GroundingItem('m', 'v.mp4', 150, 'q', (10, 20), windows=[(10, 20), (60, 80)])
-    assert released_gt(multi) == ((10.0, 20.0), (60.0, 80.0)) and released_gt(tvg[0]) == (tvg[0].orig_segment or tvg[0].segment)
+    assert released_gt(multi) == ((10.0, 20.0), (60.0, 80.0))
+    assert released_gt(tvg[0]) == (tvg[0].orig_segment or tvg[0].segment)
     run = RunResult('m', 'qvh', [multi], [(60, 80)])
     assert run.ious == [1.0] and run.metrics()['R1@0.7'] == 100.0
     pts = [it for it in tvg if it.segment[0] == it.segment[1]]
     near = [(it.segment[0] - 0.25, it.segment[0] + 0.25) for it in pts]
-    runs = [RunResult('near', 'TVGBench', pts, near), RunResult('near strict', 'TVGBench', pts, near, point_gt='strict')]
+    runs = [RunResult('near', 'TVGBench', pts, near),
+            RunResult('near strict', 'TVGBench', pts, near, point_gt='strict')]
     assert [r.metrics()['mIoU'] for r in runs] == [100.0, 0.0]
     files = write_report(runs, tmp_path)
     rep = json.loads(files['metrics.json'].read_text())
-    assert [(r['scoring']['point_gt'], r['scoring']['n_point_gt']) for r in rep['runs']] == [('inside', 11), ('strict', 11)]
+    assert ([(r['scoring']['point_gt'], r['scoring']['n_point_gt']) for r in rep['runs']]
+            == [('inside', 11), ('strict', 11)])
     md = files['results.md'].read_text()
     assert "TVGBench: 11 zero-length ground truth(s); point_gt='inside'" in md and "point_gt='strict'" in md

@@ -118,8 +118,11 @@ def test_tvgbench_crop_windows_real_records(tmp_path):
             f.write(json.dumps({'id': it.id, 'pred': [s + o, e + o]}) + '\n')
     run = load_external_predictions(p, tvg, 'exact', 'TVGBench', timebase='video')
     points = [it.id for it in tvg if (it.orig_segment or it.segment)[0] == (it.orig_segment or it.segment)[1]]
-    assert len(points) == 11                    # zero-length ground truths: IoU 0 by definition
-    m = run.metrics()
+    assert len(points) == 11                    # zero-length ground truths
+    m = run.metrics()                           # point_gt='inside': an exact point answer hits its point
+    assert m['R1@0.7'] == pytest.approx(100.0) and m['mIoU'] == pytest.approx(100.0, abs=1e-6)
+    strict = load_external_predictions(p, tvg, 'exact', 'TVGBench', timebase='video', point_gt='strict')
+    m = strict.metrics()                        # point_gt='strict' (TVGBench's own scorer): IoU 0 by definition
     assert m['R1@0.7'] == pytest.approx(100 * 789 / 800) and m['mIoU'] == pytest.approx(100 * 789 / 800, abs=1e-6)
     # read in window time, each cropped item's answer is off by its window start o: IoU of [s+o, e+o] with [s, e]
     wrong = load_external_predictions(p, tvg, 'exact', 'TVGBench', timebase='clip')

@@ -76,7 +76,8 @@ def test_unfrozen_vit_learns_and_eval(setup):
     root, ckpt, items, toy = setup
     args = _args(root, 'vit', toy, beta=0.0, loss_type='grpo', freeze_vision=False, max_steps=1,
                  per_device_eval_batch_size=4, eval_strategy='no')
-    tr = TimeR1Trainer(str(ckpt), args, train_dataset=grounding_dataset(items), eval_dataset=grounding_dataset(items[:2]))
+    tr = TimeR1Trainer(str(ckpt), args, train_dataset=grounding_dataset(items),
+                       eval_dataset=grounding_dataset(items[:2]))
     clipped = next(r for r in tr.train_dataset if r['id'] == 'clipped')
     clip = tr._load_clips([clipped])[0]
     assert clip.nframes == 8 and clip.duration == pytest.approx(4.0)   # the 1..5 s window at 2 fps
@@ -93,7 +94,8 @@ def test_unfrozen_vit_learns_and_eval(setup):
 def test_vision_tokens_are_never_sampled(setup):
     "A model that wants to emit <|video_pad|> still trains (the token is suppressed); unsuppressed, it fails clearly."
     root, ckpt, items, toy = setup
-    tr = TimeR1Trainer(str(ckpt), _args(root, 'sup', toy, beta=0.0, max_steps=1), train_dataset=grounding_dataset(items))
+    tr = TimeR1Trainer(str(ckpt), _args(root, 'sup', toy, beta=0.0, max_steps=1),
+                       train_dataset=grounding_dataset(items))
     vid = tr.processing_class.tokenizer.convert_tokens_to_ids('<|video_pad|>')
 
     def push(module, inputs, out):   # make <|video_pad|> the most likely next token at every sampling step
@@ -131,7 +133,8 @@ def test_resume_loads_checkpoint_weights(setup):
     saved = _snapshot(tr.model)
     assert (root / 'resume' / 'checkpoint-2' / 'model.safetensors').is_file()
     begin = AtTrainBegin()   # max_steps = the saved step: the resumed run loads the checkpoint and trains nothing
-    tr2 = TimeR1Trainer(str(ckpt), _args(root, 'resume', toy, **kw), train_dataset=grounding_dataset(items), callbacks=[begin])
+    tr2 = TimeR1Trainer(str(ckpt), _args(root, 'resume', toy, **kw), train_dataset=grounding_dataset(items),
+                        callbacks=[begin])
     initial = _snapshot(tr2.model)
     tr2.train(resume_from_checkpoint=str(root / 'resume' / 'checkpoint-2'))
     assert begin.step == 2

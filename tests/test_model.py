@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_gpu_predict_bench_cpu_smoke(tmp_path):
     "`python -m timer1_lib.bench gpu_predict --cpu_smoke true` runs end to end (scaled-down model, real OHOFG decode)."
-    r = subprocess.run([sys.executable, '-m', 'timer1_lib.bench', 'gpu_predict', '--cpu_smoke', 'true', '--out_dir', str(tmp_path)],
+    r = subprocess.run([sys.executable, '-m', 'timer1_lib.bench', 'gpu_predict', '--cpu_smoke', 'true',
+                        '--out_dir', str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path / 'cpu_smoke.json').read_text())
@@ -45,7 +46,8 @@ def _rope_probe(out: str) -> None:
     clips = [clip(500.0, 768), clip(1.5, 4)]
     ir = proc(text=[build_prompt(proc, 'a red square', think=False), build_prompt(proc, 'x', think=False)],
               padding=True, return_tensors='pt', **processor_video_kwargs(clips, proc))
-    kw = {k: ir[k] for k in ('input_ids', 'mm_token_type_ids', 'video_grid_thw', 'second_per_grid_ts', 'attention_mask')}
+    kw = {k: ir[k] for k in ('input_ids', 'mm_token_type_ids', 'video_grid_thw', 'second_per_grid_ts',
+                             'attention_mask')}
     res = dict(version=transformers.__version__, fps=[c.fps for c in clips], spg=ir['second_per_grid_ts'].tolist())
     for name in ('raw', 'loaded'):   # 'raw' first: load_model patches the class for the whole process
         m = Qwen2_5_VLForConditionalGeneration.from_pretrained(ckpt) if name == 'raw' else load_model(ckpt)
@@ -58,17 +60,20 @@ def _rope_probe(out: str) -> None:
 def _run_probe(tmp_path, name, pythonpath=None) -> dict:
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in (pythonpath, str(ROOT)) if p)}
     out = tmp_path / f'{name}.json'
-    r = subprocess.run([sys.executable, __file__, str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, __file__, str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(out.read_text())
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(os.environ.get('TIMER1_OLD_TRANSFORMERS', '')),
-                    reason='set TIMER1_OLD_TRANSFORMERS to a folder holding transformers 5.3-5.17 (+ huggingface_hub 1.x)')
+                    reason=('set TIMER1_OLD_TRANSFORMERS to a folder holding transformers 5.3-5.17 '
+                            '(+ huggingface_hub 1.x)'))
 def test_rope_index_fix_on_old_transformers(tmp_path):
     """Under transformers 5.17 (the GPU machine's), the ids the plain model computes are truncated (116 s off at 500 s,
-    one id for both patches of a 1.5 s clip) and `load_model`'s are the frame times, bit-identical to transformers 5.18+.
+    one id for both patches of a 1.5 s clip) and `load_model`'s are the frame times, bit-identical to \
+transformers 5.18+.
     Make the copy: `pip install --no-deps --target DIR transformers==5.17.0 huggingface_hub==1.33.0`."""
     old = _run_probe(tmp_path, 'old', os.environ['TIMER1_OLD_TRANSFORMERS'])
     from timer1_lib.model import rope_index_truncates

@@ -34,17 +34,21 @@ def test_notebooks_are_clean(tmp_path):
 def test_clean_keeps_papermill_tags(tmp_path):
     import json
     tmp = _copy(tmp_path)
-    nb = {'cells': [{'cell_type': 'code', 'execution_count': 3, 'id': 'a1', 'metadata': {'tags': ['parameters'], 'collapsed': True},
-                     'outputs': [], 'source': ['x = 1']}], 'metadata': {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}},
+    nb = {'cells': [{'cell_type': 'code', 'execution_count': 3, 'id': 'a1',
+                     'metadata': {'tags': ['parameters'], 'collapsed': True},
+                     'outputs': [], 'source': ['x = 1']}],
+          'metadata': {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}},
           'nbformat': 4, 'nbformat_minor': 5}
     (tmp / 'nbs' / 'zz_tags.ipynb').write_text(json.dumps(nb))
-    subprocess.run([BIN / 'nbdev_clean', '--fname', tmp / 'nbs' / 'zz_tags.ipynb'], cwd=tmp, check=True, capture_output=True)
+    subprocess.run([BIN / 'nbdev_clean', '--fname', tmp / 'nbs' / 'zz_tags.ipynb'], cwd=tmp, check=True,
+                   capture_output=True)
     cell = json.loads((tmp / 'nbs' / 'zz_tags.ipynb').read_text())['cells'][0]
     assert cell['metadata'] == {'tags': ['parameters']} and cell['execution_count'] is None
 
 
 def test_notebook_tests_leave_no_scratch_behind(tmp_path):
-    "nbdev_test of the notebooks that make scratch folders leaves nothing in TMPDIR (CI once ran out of disk on leftovers)."
+    ("nbdev_test of the notebooks that make scratch folders leaves nothing in TMPDIR "
+     "(CI once ran out of disk on leftovers).")
     import os
     scratch = tmp_path / 'tmpdir'; scratch.mkdir()
     env = os.environ | {'TMPDIR': str(scratch), 'OMP_NUM_THREADS': '1'}

@@ -95,7 +95,8 @@ def test_has_format_matches_reference_regex(text):
 
 
 @settings(max_examples=200, **SETTINGS)
-@given(st.one_of(st.none(), st.integers(), st.floats(), st.binary(max_size=5), st.lists(st.text(max_size=3), max_size=3),
+@given(st.one_of(st.none(), st.integers(), st.floats(), st.binary(max_size=5),
+                 st.lists(st.text(max_size=3), max_size=3),
                  st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
                  st.lists(st.dictionaries(st.sampled_from(['role', 'content', 'type', 'text']),
                                           st.one_of(st.text(max_size=5), st.none(), st.integers(),
@@ -118,7 +119,8 @@ def test_iou_in_unit_interval(a, b):
 def test_linear_time_on_huge_inputs():
     """Megabyte completions parse in well under a second (no catastrophic regex backtracking)."""
     worst = 0.0
-    for frag in ['1', '1 ', '1e', '-', ' to ', '<answer>', '</answer>', '<think></think><answer></answer>', '1:', '9.']:
+    for frag in ['1', '1 ', '1e', '-', ' to ', '<answer>', '</answer>', '<think></think><answer></answer>',
+                 '1:', '9.']:
         s = frag * (1_000_000 // len(frag))
         t = time.perf_counter()
         check_parse(s)

@@ -6,7 +6,8 @@ import pytest
 from timer1_lib.synth import (QTYPES, SynthConfig, SynthSplits, answer_intervals, detect_facts, generate, read_frames)
 
 _PLAN = ("from timer1_lib.synth import SynthConfig, plan; import json; "
-         "print(json.dumps([[q['sentence'], list(q['frames'])] for p in plan(SynthConfig.tiny(n_videos=25)) for q in p.queries]))")
+         "print(json.dumps([[q['sentence'], list(q['frames'])] for p in plan(SynthConfig.tiny(n_videos=25)) "
+         "for q in p.queries]))")
 
 
 def test_plan_is_identical_across_processes():
@@ -14,7 +15,8 @@ def test_plan_is_identical_across_processes():
     outs = []
     for seed in ('1', '2'):
         env = dict(os.environ, PYTHONHASHSEED=seed)
-        outs.append(subprocess.run([sys.executable, '-c', _PLAN], env=env, capture_output=True, text=True, check=True).stdout)
+        outs.append(subprocess.run([sys.executable, '-c', _PLAN], env=env, capture_output=True, text=True,
+                                   check=True).stdout)
     assert outs[0] == outs[1] and len(json.loads(outs[0])) == 50
 
 

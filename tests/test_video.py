@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from timer1_lib.video import (ClipWindowError, FrameCache, VideoDecodeError, VideoNotFoundError, VideoSamplingConfig,
-                              decode_video, load_video, processor_video_kwargs, synthetic_frame_index, write_synthetic_video)
+                              decode_video, load_video, processor_video_kwargs, synthetic_frame_index,
+                              write_synthetic_video)
 from timer1_lib.data import asset_path
 
 
@@ -23,7 +24,8 @@ def test_clip_window_frames_and_timestamps(v20, backend):
 
 
 def test_ohofg_decoders_agree():
-    a, b = decode_video(asset_path("OHOFG.mp4"), backend="decord"), decode_video(asset_path("OHOFG.mp4"), backend="pyav")
+    a, b = (decode_video(asset_path("OHOFG.mp4"), backend="decord"),
+            decode_video(asset_path("OHOFG.mp4"), backend="pyav"))
     assert (a.nframes, a.size) == (70, (196, 364))
     assert a.timestamps == b.timestamps and a.frames_indices == b.frames_indices
     assert (a.frames.float() - b.frames.float()).abs().mean() < 3

@@ -8,8 +8,8 @@ from plotly.callbacks import InputDeviceState, Points
 
 from timer1_lib.data import ASSETS
 from timer1_lib.video import FrameCache, synthetic_frame_index, write_synthetic_video
-from timer1_lib.viewer import (MENTIONS_TRACE, PLAYHEAD_TRACE, Case, CaseBrowser, Scrubber, browse, load_examples, make_cases,
-                               score_prediction, time_mentions)
+from timer1_lib.viewer import (MENTIONS_TRACE, PLAYHEAD_TRACE, Case, CaseBrowser, Scrubber, browse, load_examples,
+                               make_cases, score_prediction, time_mentions)
 
 
 @pytest.fixture(scope='module')
@@ -27,8 +27,8 @@ def frame_number(jpeg: bytes) -> int:
     return synthetic_frame_index(np.asarray(Image.open(io.BytesIO(jpeg)).convert('RGB')))
 
 
-def case(video, cid='c1', gt=(3.0, 6.0), texts=('<think>it starts at 0:03 and lasts from 3 to 6 s</think><answer>3 to 6</answer>',),
-         **kw):
+def case(video, cid='c1', gt=(3.0, 6.0),
+         texts=('<think>it starts at 0:03 and lasts from 3 to 6 s</think><answer>3 to 6</answer>',), **kw):
     preds = [score_prediction(f'run{k}', t, gt, 12.0) for k, t in enumerate(texts)]
     return Case(cid, f'query {cid}', str(video), 12.0, gt, preds, **kw)
 
@@ -63,8 +63,8 @@ def test_play_button_and_timeline_click_seek(v12, cache):
 
 
 def test_timeline_tracks_segments_and_thinking_marks(v12, cache):
-    c = case(v12, texts=('<think>at 0:02, then from 3 to 6 s</think><answer>3 to 6</answer>', '<answer>8 to 10</answer>',
-                         'I cannot tell.'))
+    c = case(v12, texts=('<think>at 0:02, then from 3 to 6 s</think><answer>3 to 6</answer>',
+                         '<answer>8 to 10</answer>', 'I cannot tell.'))
     sc = Scrubber(c, cache=cache)
     fig = sc.timeline
     assert list(fig.layout.yaxis.ticktext) == ['ground truth', 'run0', 'run0 · thinking', 'run1', 'run2']
@@ -80,19 +80,22 @@ def test_selecting_a_case_updates_every_part(v12, cache, tmp_path):
     other = write_synthetic_video(tmp_path / 'v6.mp4', 6, fps=4)
     a = case(v12, 'a', texts=('<answer>3 to 6</answer>',), dataset='d1', qtype='x')
     b = Case('b', 'the second query', str(other), 6.0, (1.0, 2.0),
-             [score_prediction('run0', '<think>early, from 0.5 to 2 s</think><answer>0.5 to 2</answer>', (1.0, 2.0), 6.0)],
+             [score_prediction('run0', '<think>early, from 0.5 to 2 s</think><answer>0.5 to 2</answer>',
+                               (1.0, 2.0), 6.0)],
              dataset='d2', qtype='y')
     br = CaseBrowser([a, b], cache=cache, sort='-iou')
     assert [c.id for c in br.cases] == ['a', 'b'] and br.current.id == 'a'
     br.scrubber.slider.value = 10.0
-    parts = lambda: (br.scrubber.image.value, br.scrubber.info.value, tuple(br.scrubber.timeline.layout.yaxis.ticktext),
-                     br.scrubber.timeline.layout.xaxis.range, br.scrubber.slider.max, br.status.value, br.case_menu.value)
+    parts = lambda: (br.scrubber.image.value, br.scrubber.info.value,
+                     tuple(br.scrubber.timeline.layout.yaxis.ticktext), br.scrubber.timeline.layout.xaxis.range,
+                     br.scrubber.slider.max, br.status.value, br.case_menu.value)
     before = parts()
     br.step(1)
     after = parts()
     assert br.current.id == 'b' and br.index == 1
     assert all(x != y for x, y in zip(before, after)), (before, after)
-    assert frame_number(br.scrubber.image.value) == 0 and br.scrubber.slider.value == 0.0 and br.scrubber.playhead == 0.0
+    assert frame_number(br.scrubber.image.value) == 0
+    assert br.scrubber.slider.value == 0.0 and br.scrubber.playhead == 0.0
     assert 'the second query' in br.scrubber.info.value and br.scrubber.slider.max == 6.0
     assert 'case 2 / 2' in br.status.value and br.next_btn.disabled and not br.prev_btn.disabled
     br.case_menu.value = 0                                     # the case menu selects too
@@ -147,7 +150,8 @@ def test_browse_an_evaluation_folder(tmp_path, cache, v12):
                  'pred': [float(v) for v in ans.split(' to ')], 'gt': [3.0, 6.0], 'duration': 12.0}]
         f.write_text('\n'.join(json.dumps(r) for r in recs) + '\n')
         runs.append({'name': name, 'dataset': 'Synth', 'predictions': str(f)})
-    (out / 'metrics.json').write_text(json.dumps({'schema': 'timer1.eval/1', 'config': {'checkpoints': ['tiny']}, 'runs': runs}))
+    (out / 'metrics.json').write_text(json.dumps({'schema': 'timer1.eval/1', 'config': {'checkpoints': ['tiny']},
+                                                  'runs': runs}))
     br = browse(out, cache=cache)
     assert [c.id for c in br.cases] == ['x1'] and br.current.runs == ['ckA', 'ckB']
     assert br.scrubber.source is not None and br.current.disagreement == 1.0
@@ -187,10 +191,12 @@ def test_reader_agrees_with_infer_read_predictions(tmp_path):
     from timer1_lib.infer import read_predictions
     from timer1_lib.viewer import load_run
     recs = [{'type': 'config', 'model': 'm', 'prompt': 'think'},
-            {'type': 'prediction', 'id': 'a', 'text': '<answer>1 to 2</answer>', 'pred': [1.0, 2.0], 'gt': [1.0, 2.0], 'duration': 5.0},
+            {'type': 'prediction', 'id': 'a', 'text': '<answer>1 to 2</answer>', 'pred': [1.0, 2.0], 'gt': [1.0, 2.0],
+             'duration': 5.0},
             {'type': 'prediction', 'id': 'b', 'text': 'x', 'pred': None, 'gt': [0.0, 1.0], 'duration': 5.0}]
     p = tmp_path / 'p.jsonl'
-    p.write_text('\n'.join(json.dumps(r) for r in recs) + '\n{"type": "prediction", "id": "c", "te')   # interrupted last line
+    # interrupted last line
+    p.write_text('\n'.join(json.dumps(r) for r in recs) + '\n{"type": "prediction", "id": "c", "te')
     with pytest.warns(UserWarning):
         cfg, got = read_predictions(p)
     run = load_run(p)

@@ -771,7 +771,7 @@ def _phase_numbers(m: dict) -> dict:
     return {ph: {k: v for k, v in d.items() if k != 'seconds'} for ph, d in m['metrics'].items()}
 
 # %% ../nbs/90_bench.ipynb #d32b36ea
-@benchmark('cpu_isa')
+@benchmark('cpu_isa', folder='reproducibility')
 def cpu_isa(isas: tuple = ('avx2', 'default', 'avx2'), cold_start_steps: int = 100, eval_limit: int = 40,
             seed: int = 0, out_dir: str | None = None) -> dict:
     "Same seed, same machine, one CPU kernel set per run (ISA_ENV): a short SFT-only training; equal numbers per set?"
@@ -786,28 +786,30 @@ def cpu_isa(isas: tuple = ('avx2', 'default', 'avx2'), cold_start_steps: int = 1
     for r in res['runs']: by.setdefault(r['isa'], []).append((r['metrics'], r['cold_start_loss']))
     res['same_isa_equal'] = {k: all(x == v[0] for x in v) for k, v in by.items() if len(v) > 1}
     res['isas_differ'] = len({json.dumps(v[0], sort_keys=True) for v in by.values()}) > 1
-    save_result(bench_dir('reproducibility', out_dir), 'cpu_isa', res)
+    save_result(bench_dir('cpu_isa', out_dir), 'cpu_isa', res)
     return res
 
 # %% ../nbs/90_bench.ipynb #771e78fc
-@benchmark('entry_points')
+@benchmark('entry_points', folder='reproducibility')
 def entry_points(preset: str = 'cpu', seed: int = 0, out_dir: str | None = None) -> dict:
-    ("`python -m timer1_lib.train --preset P --seed S` and `papermill nbs/train.ipynb -p preset P -p seed S`: "
-     "same metrics?")
+    ("`python -m timer1_lib.train --preset P --seed S` and `papermill nbs/train.ipynb -p preset P -p seed S`, "
+     "side by side: same metrics?")
+    from concurrent.futures import ThreadPoolExecutor
     root = repo_root() or Path.cwd()
     res = dict(machine=machine_info(), preset=preset, seed=seed)
-    with tempfile.TemporaryDirectory(prefix='timer1_entry_points_') as d:
-        t0 = time.perf_counter(); cli = _train_cli(Path(d) / 'cli', dict(preset=preset, seed=seed))
-        t_cli = time.perf_counter() - t0
-        args = [sys.executable, '-m', 'papermill', str(root / 'nbs' / 'train.ipynb'), str(Path(d) / 'train.ipynb'),
+    with tempfile.TemporaryDirectory(prefix='timer1_entry_points_') as tmp, ThreadPoolExecutor(2) as pool:
+        d = Path(tmp)
+        args = [sys.executable, '-m', 'papermill', str(root / 'nbs' / 'train.ipynb'), str(d / 'train.ipynb'),
                 '--cwd', str(root / 'nbs'), '-p', 'preset', preset, '-p', 'seed', str(seed),
-                '-p', 'out_dir', str(Path(d) / 'nb')]
-        t0 = time.perf_counter()
-        subprocess.run(args, check=True, capture_output=True, env={**os.environ, 'MPLBACKEND': 'Agg'})
-        nb = json.loads((Path(d) / 'nb' / 'metrics.json').read_text()); t_nb = time.perf_counter() - t0
+                '-p', 'out_dir', str(d / 'nb')]
+        def notebook() -> dict:
+            subprocess.run(args, check=True, capture_output=True, env={**os.environ, 'MPLBACKEND': 'Agg'})
+            return json.loads((d / 'nb' / 'metrics.json').read_text())
+        runs = pool.submit(_train_cli, d / 'cli', dict(preset=preset, seed=seed)), pool.submit(notebook)
+        cli, nb = (r.result() for r in runs)
     res.update(cli=_phase_numbers(cli), notebook=_phase_numbers(nb), equal=_phase_numbers(cli) == _phase_numbers(nb),
-               seconds=dict(cli=round(t_cli), notebook=round(t_nb)))
-    save_result(bench_dir('reproducibility', out_dir), f'entry_points_{preset}_seed{seed}', res)
+               seconds=dict(cli=round(cli['timings']['total_s']), notebook=round(nb['timings']['total_s'])))
+    save_result(bench_dir('entry_points', out_dir), f'entry_points_{preset}_seed{seed}', res)
     return res
 
 # %% ../nbs/90_bench.ipynb #01d150b7

@@ -39,7 +39,8 @@ DECIMALS = 2   # THINK_TEMPLATE asks for "seconds, precise to two decimal places
 
 CONCLUSION = 'So the event happens from {start} to {end}.'
 
-EVIDENCE_STYLES = {   # line: one evidence line; sep: between lines; conclusion: last line (or None); pad: inside <think>
+# line: one evidence line; sep: between lines; conclusion: last line (or None); pad: inside <think>
+EVIDENCE_STYLES = {
     'seed': dict(line='{start} to {end}: {caption}', sep='; ', conclusion=None, pad=' '),   # Time-R1 paper / the seed
     'span': dict(line='<{start} to {end}: {caption}>', sep='\n', conclusion=CONCLUSION, pad=''),
     'timestep': dict(line='<timestep>{start} to {end}</timestep> {caption}', sep='\n', conclusion=CONCLUSION, pad=''),
@@ -55,7 +56,8 @@ def answer_text(segment: Sequence[float]) -> str:
     return f'<answer>{fmt_time(s)} to {fmt_time(e)}</answer>'
 
 def _style(style: str) -> dict:
-    if style not in EVIDENCE_STYLES: raise ValueError(f"evidence style must be one of {list(EVIDENCE_STYLES)}, got {style!r}")
+    if style not in EVIDENCE_STYLES:
+        raise ValueError(f"evidence style must be one of {list(EVIDENCE_STYLES)}, got {style!r}")
     return EVIDENCE_STYLES[style]
 
 def evidence_line(c: dict, style: str = 'seed') -> str:
@@ -96,14 +98,16 @@ def _anchor_phrase(a: dict) -> str | None:
 
 def _check_captions(captions, where: str) -> list[dict]:
     if not isinstance(captions, (list, tuple)):
-        raise ValueError(f"{where}: captions must be a list of {{start, end, caption}} dicts, got {type(captions).__name__}")
+        raise ValueError(f"{where}: captions must be a list of {{start, end, caption}} dicts, "
+                         f"got {type(captions).__name__}")
     out = []
     for i, c in enumerate(captions):
         try:
             a, b, t = float(c['start']), float(c['end']), str(c['caption'])
             if not (math.isfinite(a) and math.isfinite(b) and a <= b): raise ValueError
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{where}: caption {i} must be {{start, end, caption}} with finite start <= end, got {c!r:.120}") from None
+            raise ValueError(f"{where}: caption {i} must be {{start, end, caption}} with finite start <= end, "
+                             f"got {c!r:.120}") from None
         out.append({'start': a, 'end': b, 'caption': t})
     return out
 
@@ -146,7 +150,8 @@ def cot_target(item: GroundingItem, captions: list[dict] | None = None, think: b
             raise ValueError(f"item {item.id!r}: nothing to build a CoT target from: it needs meta['cot'] (a user CoT "
                              f"file, see load_cot_examples) or meta['captions'] (SynthTVG dense captions)")
         lines = [evidence_line(c, style) for c in select_captions(item, captions, max_evidence)]
-        if st['conclusion']: lines.append(st['conclusion'].format(start=fmt_time(item.segment[0]), end=fmt_time(item.segment[1])))
+        if st['conclusion']:
+            lines.append(st['conclusion'].format(start=fmt_time(item.segment[0]), end=fmt_time(item.segment[1])))
         reasoning = st['sep'].join(lines)
     return f"<think>{st['pad']}{reasoning}{st['pad']}</think> {ans}"
 
@@ -162,7 +167,8 @@ def split_completion(text: str) -> tuple[str, str | None]:
 # %% ../nbs/13_coldstart.ipynb #86c2b504
 COT_FIELDS = ('cot', 'think')
 _TAG_RE = re.compile(r'</?\s*(?:think|answer)\s*>', re.I)
-_SPAN_RE = re.compile(r'(?<![0-9.])([0-9]+(?:\.[0-9]+)?)\s*(?:s|secs?|seconds?)?\s+to\s+([0-9]+(?:\.[0-9]+)?)(?![0-9.])', re.I)
+_SPAN_RE = re.compile(r'(?<![0-9.])([0-9]+(?:\.[0-9]+)?)\s*(?:s|secs?|seconds?)?\s+to\s+'
+                      r'([0-9]+(?:\.[0-9]+)?)(?![0-9.])', re.I)
 
 def check_cot(cot: Any, item: GroundingItem, tol: float = 0.1) -> tuple[str | None, list[str]]:
     "(reasoning text, problems) of a user CoT for `item`; problems is empty when it can be trained on."
@@ -179,7 +185,8 @@ def check_cot(cot: Any, item: GroundingItem, tol: float = 0.1) -> tuple[str | No
         p = parse_answer(f'<answer>{ans}</answer>')
         if p is None: problems.append(f"its answer {ans.strip()!r} is not 'start to end' seconds")
         elif max(abs(p[0] - s), abs(p[1] - e)) > tol:
-            problems.append(f"its answer {p[0]:g} to {p[1]:g} contradicts the ground truth {s:g} to {e:g} (tolerance {tol:g} s)")
+            problems.append(f"its answer {p[0]:g} to {p[1]:g} contradicts the ground truth {s:g} to {e:g} "
+                            f"(tolerance {tol:g} s)")
     for m in _SPAN_RE.finditer(reasoning):
         a, b = float(m.group(1)), float(m.group(2))
         if max(a, b) > item.duration + tol:
@@ -195,12 +202,14 @@ def _read_json(path: Path):
         raise AnnotationError(f'{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}') from None
 
 def load_cot_examples(path, tol: float = 0.1) -> Annotations:
-    "Load a CoT file (TimeRFT json records + a `cot` reasoning field each); every problem raises naming file and record."
+    ("Load a CoT file (TimeRFT json records + a `cot` reasoning field each); "
+     "every problem raises naming file and record.")
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f'CoT file not found: {path}')
     data = _read_json(path)
     if not isinstance(data, list) or not data:
-        raise AnnotationError(f'{path}: a CoT file is a non-empty JSON list of TimeRFT records with a {COT_FIELDS[0]!r} field')
+        raise AnnotationError(f'{path}: a CoT file is a non-empty JSON list of TimeRFT records '
+                              f'with a {COT_FIELDS[0]!r} field')
     keys = []
     for i, r in enumerate(data):
         rid = r.get('qid', r.get('id')) if isinstance(r, dict) else None
@@ -235,38 +244,49 @@ def write_cot_examples(items: Iterable[GroundingItem], path, **cot_kw) -> Path:
 class ColdStartConfig(VideoArgs, SFTConfig):
     "`trl.SFTConfig` plus the cold-start knobs (CoT target, frozen ViT, video sampling as `TimeR1Config`)."
     think: bool = field(default=True, metadata={"help":
-        "Train `<think>...</think> <answer>...</answer>` targets under the Time-R1 think prompt; False: `<answer>` only, no-think prompt."})
+        "Train `<think>...</think> <answer>...</answer>` targets under the Time-R1 think prompt; "
+        "False: `<answer>` only, no-think prompt."})
     evidence_style: str = field(default='seed', metadata={"help":
         f"Reasoning format of SynthTVG targets: one of {list(EVIDENCE_STYLES)}; 'seed' = the Time-R1 paper's "
         f"`<think> t_s1 to t_e1: C1; t_s2 to t_e2: C2 </think>`."})
     max_evidence: int = field(default=4, metadata={"help": "Most evidence lines per SynthTVG target."})
     freeze_vision: bool = field(default=True, metadata={"help":
-        "Freeze the vision tower (as Time-R1 `fix_vit`); the patch merger stays trainable unless `train_merger=False`."})
-    train_merger: bool = field(default=True, metadata={"help": "Keep the ViT->LLM patch merger trainable when `freeze_vision`."})
+        "Freeze the vision tower (as Time-R1 `fix_vit`); the patch merger stays trainable unless "
+        "`train_merger=False`."})
+    train_merger: bool = field(default=True, metadata={"help":
+        "Keep the ViT->LLM patch merger trainable when `freeze_vision`."})
     # defaults that differ from TRL 1.16's SFTConfig
     max_length: int | None = field(default=None, metadata={"help":
         "Longest prompt + target in tokens; longer targets are cut, a longer prompt (the video is in it) is an error. "
         "None: no limit (TRL's 1024 would cut Time-R1 video prompts of up to ~3.7k tokens)."})
     completion_only_loss: bool | None = field(default=True, metadata={"help":
-        "Loss on the assistant target only (prompt, video and padding get label -100); False adds the prompt's text tokens."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False: the collator reads the video/query/target columns."})
+        "Loss on the assistant target only (prompt, video and padding get label -100); "
+        "False adds the prompt's text tokens."})
+    remove_unused_columns: bool = field(default=False, metadata={"help":
+        "Must stay False: the collator reads the video/query/target columns."})
 
     def __post_init__(self):
         def bad(name, why): raise ValueError(f"ColdStartConfig.{name}={getattr(self, name)!r}: {why}")
         if self.bf16 is None and not self.fp16 and not torch.cuda.is_available():
             self.bf16 = False  # TRL turns bf16 on by default; on a CPU-only box that is slow and not what tests want
         if self.evidence_style not in EVIDENCE_STYLES: bad('evidence_style', f"must be one of {list(EVIDENCE_STYLES)}")
-        if not isinstance(self.max_evidence, int) or self.max_evidence < 0: bad('max_evidence', "must be an integer >= 0")
+        if not isinstance(self.max_evidence, int) or self.max_evidence < 0:
+            bad('max_evidence', "must be an integer >= 0")
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 1):
             bad('max_length', "must be a positive integer or None")
         if self.completion_only_loss is None: self.completion_only_loss = True
-        if self.remove_unused_columns: bad('remove_unused_columns', "must be False: the collator reads the video/query/target columns")
-        if self.assistant_only_loss: bad('assistant_only_loss', "is not used: the video collator masks the prompt itself (completion_only_loss)")
-        if self.packing or self.padding_free: bad('packing' if self.packing else 'padding_free', "is not supported for video rows")
+        if self.remove_unused_columns:
+            bad('remove_unused_columns', "must be False: the collator reads the video/query/target columns")
+        if self.assistant_only_loss:
+            bad('assistant_only_loss',
+                "is not used: the video collator masks the prompt itself (completion_only_loss)")
+        if self.packing or self.padding_free:
+            bad('packing' if self.packing else 'padding_free', "is not supported for video rows")
         try: self.video_sampling()
         except ValueError as e: raise ValueError(f"ColdStartConfig video_* fields: {e}") from None
         super().__post_init__()
-        self.dataset_kwargs = {**(self.dataset_kwargs or {}), 'skip_prepare_dataset': True}  # rows are tokenized in the collator
+        # rows are tokenized in the collator
+        self.dataset_kwargs = {**(self.dataset_kwargs or {}), 'skip_prepare_dataset': True}
 
 # %% ../nbs/13_coldstart.ipynb #66909c7f
 def cot_rows(items: Iterable[GroundingItem], think: bool = True, style: str = 'seed', max_evidence: int = 4,
@@ -274,7 +294,8 @@ def cot_rows(items: Iterable[GroundingItem], think: bool = True, style: str = 's
     "One SFT row per item: `id`, `video`, `clip`, `query`, `target` (= `cot_target`), `segment`, `duration`."
     rows = []
     for it in items:
-        if not isinstance(it, GroundingItem): raise TypeError(f"expected GroundingItem, got {type(it).__name__}: {it!r:.80}")
+        if not isinstance(it, GroundingItem):
+            raise TypeError(f"expected GroundingItem, got {type(it).__name__}: {it!r:.80}")
         v = resolve_video(it, video_root, check=check_files)   # as evaluation finds it: the path, root/path, root/name
         rows.append(dict(id=str(it.id), video=str(v), clip=None if it.clip is None else list(it.clip), query=it.query,
                          target=cot_target(it, think=think, style=style, max_evidence=max_evidence),
@@ -301,7 +322,8 @@ class VideoSFTCollator:
 
     def __post_init__(self):
         tok = self.tok = self.processor.tokenizer
-        if tok.eos_token is None: raise ValueError("the tokenizer has no eos_token: the target could not teach the model to stop")
+        if tok.eos_token is None:
+            raise ValueError("the tokenizer has no eos_token: the target could not teach the model to stop")
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.video_id = tok.convert_tokens_to_ids('<|video_pad|>')
         self.image_id = tok.convert_tokens_to_ids('<|image_pad|>')
@@ -312,7 +334,8 @@ class VideoSFTCollator:
 @patch
 def _clip(self: VideoSFTCollator, r: dict):
     "The decoded clip of row `r` (the training video sampling, the frame cache)."
-    try: return load_video(r['video'], clip=r.get('clip'), config=self.video_config, cache=self.cache, video_root=self.video_root)
+    try: return load_video(r['video'], clip=r.get('clip'), config=self.video_config, cache=self.cache,
+                           video_root=self.video_root)
     except Exception as e:
         if hasattr(e, 'add_note'): e.add_note(f"while decoding the video of row id={r.get('id')!r}")
         raise
@@ -320,16 +343,19 @@ def _clip(self: VideoSFTCollator, r: dict):
 # %% ../nbs/13_coldstart.ipynb #6376a178
 @patch
 def _join(self: VideoSFTCollator, r: dict, p: torch.Tensor, c: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    "(input ids, labels) of prompt ids `p` + target ids `c` of row `r`: the target cut to `max_length`, the prompt masked."
+    ("(input ids, labels) of prompt ids `p` + target ids `c` of row `r`: the target cut to `max_length`, "
+     "the prompt masked.")
     if self.max_length is not None and len(p) + len(c) > self.max_length:
         room = self.max_length - len(p)
         if room < 1:
-            raise ValueError(f"row {r.get('id')!r}: the prompt alone is {len(p)} tokens ({int((p == self.video_id).sum())} "
-                             f"video tokens) >= max_length={self.max_length}; raise max_length or sample fewer/smaller "
-                             f"frames (video_fps, video_max_frames, video_total_pixels)")
+            raise ValueError(f"row {r.get('id')!r}: the prompt alone is {len(p)} tokens "
+                             f"({int((p == self.video_id).sum())} video tokens) >= max_length={self.max_length}; "
+                             "raise max_length or sample fewer/smaller frames (video_fps, video_max_frames, "
+                             "video_total_pixels)")
         if not self._warned:
-            warnings.warn(f"row {r.get('id')!r}: target cut from {len(c)} to {room} tokens by max_length={self.max_length} "
-                          f"(it loses its end, so the model is not taught to stop there); further cuts are silent")
+            warnings.warn(f"row {r.get('id')!r}: target cut from {len(c)} to {room} tokens by "
+                          f"max_length={self.max_length} (it loses its end, so the model is not taught to stop "
+                          "there); further cuts are silent")
             self._warned = True
         c = c[:room]
     c = torch.tensor(c, dtype=p.dtype)
@@ -347,7 +373,8 @@ def __call__(self: VideoSFTCollator, rows: Sequence[dict]) -> dict:
         if miss: raise KeyError(f"row {r.get('id')!r}: missing {miss}; rows come from cot_rows / cot_dataset")
     clips = [self._clip(r) for r in rows]
     prompts = [build_prompt(self.processor, r['query'], think=self.think) for r in rows]
-    enc = self.processor(text=prompts, padding=True, return_tensors='pt', **processor_video_kwargs(clips, self.processor))
+    enc = self.processor(text=prompts, padding=True, return_tensors='pt',
+                         **processor_video_kwargs(clips, self.processor))
     keep = enc['attention_mask'].bool()
     comps = self.tok([r['target'] + self.tok.eos_token for r in rows], add_special_tokens=False)['input_ids']
     ids, labs = zip(*[self._join(r, enc['input_ids'][j][keep[j]], c) for j, (r, c) in enumerate(zip(rows, comps))])
@@ -391,13 +418,16 @@ class ColdStartTrainer(SFTTrainer):
     "TRL `SFTTrainer` on video CoT rows: our collator puts the clip's frames in the prompt and the loss on the target."
     def __init__(self, model, args: ColdStartConfig, train_dataset=None, eval_dataset=None, processing_class=None,
                  frame_cache=None, callbacks=None, **kwargs):
-        if not isinstance(args, ColdStartConfig): raise TypeError(f"args must be a ColdStartConfig, got {type(args).__name__}")
+        if not isinstance(args, ColdStartConfig):
+            raise TypeError(f"args must be a ColdStartConfig, got {type(args).__name__}")
         model, processing_class = model_for_training(model, processing_class, args.freeze_vision, args.train_merger,
                                                      args.model_init_kwargs)
         train_dataset = _as_dataset(train_dataset, args, 'train_dataset')
-        if isinstance(eval_dataset, dict): eval_dataset = {k: _as_dataset(v, args, f'eval_dataset[{k!r}]') for k, v in eval_dataset.items()}
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: _as_dataset(v, args, f'eval_dataset[{k!r}]') for k, v in eval_dataset.items()}
         else: eval_dataset = _as_dataset(eval_dataset, args, 'eval_dataset')
-        collator = kwargs.pop('data_collator', None) or VideoSFTCollator.from_config(processing_class, args, frame_cache)
+        collator = (kwargs.pop('data_collator', None)
+                    or VideoSFTCollator.from_config(processing_class, args, frame_cache))
         super().__init__(model=model, args=args, data_collator=collator, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks, **kwargs)
 
@@ -449,21 +479,26 @@ def cold_start(model, processor, items, config: ColdStartConfig, out_dir, eval_i
     summary = dict(items=n, steps=tr.state.global_step, epochs=tr.state.epoch, seconds=secs,
                    steps_per_second=tr.state.global_step / secs if secs > 0 else None, train_loss=res.training_loss,
                    log_history=tr.state.log_history, config=args.to_dict(),
-                   versions=dict(timer1=timer1_lib.__version__, transformers=transformers.__version__, trl=trl.__version__,
-                                 torch=torch.__version__))
+                   versions=dict(timer1=timer1_lib.__version__, transformers=transformers.__version__,
+                                 trl=trl.__version__, torch=torch.__version__))
     write_json(out / 'cold_start.json', jsonable(summary))
     return model
 
 # %% ../nbs/13_coldstart.ipynb #7182640a
 class GroundingEvalCallback(TrainerCallback):
-    "Every `every` steps (and at the start and end of training): greedy `predict` on named item sets; logs format rate and R1/mIoU."
+    ("Every `every` steps (and at the start and end of training): greedy `predict` on named item sets; "
+     "logs format rate and R1/mIoU.")
     def __init__(self, processor, sets: dict[str, Sequence[GroundingItem]], every: int = 50, think: bool = True,
                  video_config: VideoSamplingConfig | None = None, max_new_tokens: int = 256, batch_size: int = 8,
                  cache=False, out_path=None, at_start: bool = True):
-        if not isinstance(every, int) or every < 1: raise ValueError(f"every must be a positive integer, got {every!r}")
-        if not sets or not all(len(v) for v in sets.values()): raise ValueError("sets must map names to non-empty item lists")
-        self.processor, self.sets, self.every, self.think = processor, {k: list(v) for k, v in sets.items()}, every, think
-        self.video_config, self.max_new_tokens, self.batch_size, self.cache = video_config, max_new_tokens, batch_size, cache
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive integer, got {every!r}")
+        if not sets or not all(len(v) for v in sets.values()):
+            raise ValueError("sets must map names to non-empty item lists")
+        self.processor, self.sets, self.every, self.think = (processor, {k: list(v) for k, v in sets.items()},
+                                                             every, think)
+        self.video_config, self.max_new_tokens, self.batch_size, self.cache = (video_config, max_new_tokens,
+                                                                               batch_size, cache)
         self.out_path, self.at_start, self.history, self._done = out_path, at_start, [], set()
 
     def evaluate(self, model, step: int) -> dict:
@@ -474,11 +509,13 @@ class GroundingEvalCallback(TrainerCallback):
         try:
             for name, items in self.sets.items():
                 recs = predict(model, self.processor, items, think=self.think, max_new_tokens=self.max_new_tokens,
-                               video_config=self.video_config, cache=self.cache, batch_size=self.batch_size, progress=False)
+                               video_config=self.video_config, cache=self.cache, batch_size=self.batch_size,
+                               progress=False)
                 texts = [r['text'] for r in recs]
                 row[f'{name}/format'] = sum(REWARDS['format'](texts)) / len(texts)
                 row[f'{name}/parsed'] = sum(r['pred'] is not None for r in recs) / len(recs)
-                row |= {f'{name}/{k}': v for k, v in grounding_metrics([r['pred'] for r in recs], [r['gt'] for r in recs]).items() if k != 'n'}
+                row |= {f'{name}/{k}': v for k, v in grounding_metrics([r['pred'] for r in recs],
+                                                                       [r['gt'] for r in recs]).items() if k != 'n'}
                 row[f'{name}/new_tokens'] = sum(r['n_new_tokens'] for r in recs) / len(recs)
                 row[f'{name}/sample'] = texts[0]
         finally: model.train(was)
@@ -488,7 +525,8 @@ class GroundingEvalCallback(TrainerCallback):
         return row
 
     def on_train_begin(self, args, state, control, model=None, **kw):
-        if self.at_start and state.is_world_process_zero and state.global_step not in self._done: self.evaluate(model, state.global_step)
+        if self.at_start and state.is_world_process_zero and state.global_step not in self._done:
+            self.evaluate(model, state.global_step)
 
     def on_step_end(self, args, state, control, model=None, **kw):
         if state.is_world_process_zero and state.global_step % self.every == 0: self.evaluate(model, state.global_step)

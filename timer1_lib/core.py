@@ -16,7 +16,8 @@ __all__ = ['repo_root', 'artifacts_dir', 'resolve_path', 'atomic_write', 'write_
 
 # %% ../nbs/07_core.ipynb #5c9f5342
 def repo_root() -> Path | None:
-    "The repository holding the `timer1_lib` that is imported (the folder with `settings.ini`), or None when installed."
+    ("The repository holding the `timer1_lib` that is imported (the folder with `settings.ini`), "
+     "or None when installed.")
     p = Path(timer1_lib.__file__).resolve().parent.parent
     return p if (p / 'settings.ini').is_file() else None
 
@@ -50,7 +51,8 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[Path], A
 
 # %% ../nbs/07_core.ipynb #475efd54
 def write_json(path: str | os.PathLike, obj, indent: int | None = 1, **dumps_kw) -> Path:
-    "Write `obj` as JSON (plus a newline) to `path` atomically; `dumps_kw` go to `json.dumps` (default: `default=str`)."
+    ("Write `obj` as JSON (plus a newline) to `path` atomically; "
+     "`dumps_kw` go to `json.dumps` (default: `default=str`).")
     return atomic_write(path, json.dumps(obj, indent=indent, **{'default': str, **dumps_kw}) + '\n')
 
 # %% ../nbs/07_core.ipynb #6acf6ce5
@@ -60,7 +62,8 @@ def _scalar_of(x):
     return x.item() if n == 1 and callable(getattr(x, 'item', None)) else None
 
 def jsonable(x):
-    "`x` as plain JSON: non-finite floats -> None, tuples -> lists, keys -> str, 1-element tensors -> numbers, else str."
+    ("`x` as plain JSON: non-finite floats -> None, tuples -> lists, keys -> str, "
+     "1-element tensors -> numbers, else str.")
     if isinstance(x, float): return x if math.isfinite(x) else None
     if isinstance(x, (str, int, bool)) or x is None: return x
     if isinstance(x, Mapping): return {str(k): jsonable(v) for k, v in x.items()}

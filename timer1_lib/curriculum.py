@@ -42,7 +42,8 @@ def score_difficulty(model, processor, items: Sequence[GroundingItem], *, write:
     items = list(items)
     if model is None: out = [_stored_difficulty(it) for it in items]
     else:
-        if predict_kw.get('do_sample'): raise ValueError("score_difficulty decodes greedily (TimeRFT); do_sample must be False")
+        if predict_kw.get('do_sample'):
+            raise ValueError("score_difficulty decodes greedily (TimeRFT); do_sample must be False")
         from timer1_lib.infer import predict
         was_training = bool(getattr(model, 'training', False))
         try: recs = predict(model, processor, items, **{'progress': False, **predict_kw, 'do_sample': False})
@@ -62,6 +63,7 @@ SAMPLE_MODES = {
     'random': "uniform over items (a plain random subset)",
 }
 
+# %% ../nbs/10_curriculum.ipynb #ff9bfa3a
 def _ious(x) -> np.ndarray:
     "IoU in [0, 1] of each item (its stored difficulty) or each difficulty number in [0, 100]."
     vals = []
@@ -70,17 +72,21 @@ def _ious(x) -> np.ndarray:
         else:
             try: d = float(v)
             except (TypeError, ValueError): raise ValueError(f"difficulty #{i} is {v!r}, not a number") from None
-            if not (math.isfinite(d) and 0 <= d <= 100): raise ValueError(f"difficulty #{i} is {v!r}; expected 100*IoU in [0, 100]")
+            if not (math.isfinite(d) and 0 <= d <= 100):
+                raise ValueError(f"difficulty #{i} is {v!r}; expected 100*IoU in [0, 100]")
         vals.append(d / 100.0)
     return np.asarray(vals, dtype=np.float64)
 
+# %% ../nbs/10_curriculum.ipynb #bdf203a1
 def iou_bins(ious, bins: int = 10) -> np.ndarray:
     "Bin `j` in `0..bins-1` of each IoU in [0, 1]: `[j/bins, (j+1)/bins)`, the last bin closed; exact edges go up."
     # Why the 1e-9: IoUs of whole-second segments hit the edges exactly, and 100*IoU/100 may land a hair below one
     return np.clip(np.floor(np.asarray(ious, dtype=np.float64) * bins + 1e-9).astype(int), 0, bins - 1)
 
+# %% ../nbs/10_curriculum.ipynb #7bd7cbb9
 def _waterfill(counts: np.ndarray, k: int, rng) -> np.ndarray:
-    "Items to take per bin: equal shares of `k` capped by `counts`; what a full bin cannot give is re-split over the rest."
+    ("Items to take per bin: equal shares of `k` capped by `counts`; "
+     "what a full bin cannot give is re-split over the rest.")
     take, left = np.zeros_like(counts), k
     while left > 0:
         open_ = np.flatnonzero(take < counts)
@@ -92,15 +98,18 @@ def _waterfill(counts: np.ndarray, k: int, rng) -> np.ndarray:
         left -= int(add.sum())
     return take
 
+# %% ../nbs/10_curriculum.ipynb #e990d886
 def gaussian_sample(items_or_difficulties, k: int, mu: float = 0.3, sigma: float = 0.2, mode: str = 'gaussian',
                     seed: int = 0, bins: int = 10) -> list[int]:
     "Indices of `k` distinct items drawn by TimeRFT difficulty (`100*IoU`), in draw order; `mode` in `SAMPLE_MODES`."
     if mode not in SAMPLE_MODES: raise ValueError(f"mode={mode!r}: must be one of {list(SAMPLE_MODES)}")
     x = _ious(list(items_or_difficulties))
     n = len(x)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0: raise ValueError(f"k={k!r} must be an integer >= 0")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"k={k!r} must be an integer >= 0")
     if k > n: raise ValueError(f"k={k} > n={n}: cannot draw {k} distinct items from a pool of {n}")
-    if not (math.isfinite(mu) and math.isfinite(sigma) and sigma > 0): raise ValueError(f"need a finite mu and sigma > 0, got mu={mu}, sigma={sigma}")
+    if not (math.isfinite(mu) and math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"need a finite mu and sigma > 0, got mu={mu}, sigma={sigma}")
     if not (isinstance(bins, int) and bins >= 1): raise ValueError(f"bins={bins!r} must be an integer >= 1")
     rng = np.random.default_rng(seed)
     if mode == 'random': return [int(i) for i in rng.permutation(n)[:k]]
@@ -128,7 +137,8 @@ class CurriculumState:
 
     def __post_init__(self):
         self.remaining = [str(i) for i in self.remaining]
-        if len(set(self.remaining)) != len(self.remaining): raise ValueError("CurriculumState.remaining has duplicate ids")
+        if len(set(self.remaining)) != len(self.remaining):
+            raise ValueError("CurriculumState.remaining has duplicate ids")
         if not self.n_items: self.n_items = len(self.remaining)
 
     @classmethod
@@ -155,11 +165,13 @@ class CurriculumState:
         if path.is_dir(): path = path / STATE_FILE
         if not path.is_file(): raise FileNotFoundError(f"no curriculum state at '{path}'")
         try: return cls.from_json(path.read_text())
-        except (json.JSONDecodeError, TypeError) as e: raise ValueError(f"'{path}' is not a CurriculumState: {e}") from None
+        except (json.JSONDecodeError, TypeError) as e:
+            raise ValueError(f"'{path}' is not a CurriculumState: {e}") from None
 
 # %% ../nbs/10_curriculum.ipynb #9479fdc2
 def last_complete_checkpoint(output_dir) -> Path | None:
-    "The newest `checkpoint-N` under `output_dir` with `trainer_state.json` and a curriculum state; None when there is none."
+    ("The newest `checkpoint-N` under `output_dir` with `trainer_state.json` and a curriculum state; "
+     "None when there is none.")
     d = Path(output_dir)
     if not d.is_dir(): return None
     ckpts = [p for p in d.iterdir() if p.is_dir() and p.name.startswith(PREFIX_CHECKPOINT_DIR + '-')
@@ -207,10 +219,12 @@ class CurriculumSampler(torch.utils.data.Sampler):
 
 # %% ../nbs/10_curriculum.ipynb #2b0c1978
 class CurriculumCallback(TrainerCallback):
-    "TimeRFT sample filtering: at each epoch end re-score the remaining items with the current model, drop IoU > `drop_iou`."
+    ("TimeRFT sample filtering: at each epoch end re-score the remaining items with the current model, "
+     "drop IoU > `drop_iou`.")
     def __init__(self, items: Sequence[GroundingItem], drop_iou: float = 0.7, state: CurriculumState | None = None,
-                 score_fn: Callable | None = None, run_dir=None, batch_size: int = 4, max_new_tokens: int | None = None,
-                 think: bool = True, rescore_last: bool = False, verbose: bool = True):
+                 score_fn: Callable | None = None, run_dir=None, batch_size: int = 4,
+                 max_new_tokens: int | None = None, think: bool = True, rescore_last: bool = False,
+                 verbose: bool = True):
         items = list(items)
         self.items = {str(it.id): it for it in items}
         if len(self.items) != len(items): raise ValueError("CurriculumCallback: duplicate item ids in the pool")
@@ -218,7 +232,8 @@ class CurriculumCallback(TrainerCallback):
             raise ValueError(f"drop_iou={drop_iou!r} must be an IoU in [0, 1] (items with a larger IoU are dropped)")
         self.state = state or CurriculumState.start(self.items)
         unknown = [i for i in self.state.remaining if i not in self.items]
-        if unknown: raise ValueError(f"CurriculumCallback: the state lists ids that are not in the pool: {unknown[:5]}")
+        if unknown:
+            raise ValueError(f"CurriculumCallback: the state lists ids that are not in the pool: {unknown[:5]}")
         self.drop_iou, self.score_fn, self._run_dir = float(drop_iou), score_fn or score_difficulty, run_dir
         self.batch_size, self.max_new_tokens, self.think = batch_size, max_new_tokens, think
         self.rescore_last, self.verbose = rescore_last, verbose
@@ -263,7 +278,8 @@ def on_step_end(self: CurriculumCallback, args, state, control, **kw):
     # Why: after a resume the Trainer's epoch counter is not the curriculum's; log the curriculum's
     st = self.state
     if self.steps_for is not None:
-        state.epoch = st.epoch + min(1.0, (state.global_step - st.epoch_start_step) / max(self.steps_for(len(st.remaining)), 1))
+        state.epoch = st.epoch + min(1.0, (state.global_step - st.epoch_start_step)
+                                     / max(self.steps_for(len(st.remaining)), 1))
 
 # %% ../nbs/10_curriculum.ipynb #d4715628
 @patch
@@ -306,7 +322,8 @@ def on_epoch_end(self: CurriculumCallback, args, state, control, model=None, pro
                mean_iou=float(np.mean(ious)) if ious else None, drop_iou=self.drop_iou, n_dropped=len(dropped),
                n_remaining=len(st.remaining), seconds=round(time.perf_counter() - t0, 3))
     st.history.append(rec)
-    self.pending_log = {'curriculum/epoch': e, 'curriculum/n_dropped': len(dropped), 'curriculum/n_remaining': len(st.remaining),
+    self.pending_log = {'curriculum/epoch': e, 'curriculum/n_dropped': len(dropped),
+                        'curriculum/n_remaining': len(st.remaining),
                         **({'curriculum/mean_iou': rec['mean_iou']} if rescore else {})}
     state.epoch = float(e)
     if rescore: self._say(f"epoch {e}: re-scored {len(before)} items (mean IoU {rec['mean_iou']:.3f}), dropped "
@@ -339,27 +356,34 @@ class CurriculumTrainer(TimeR1Trainer):
                  curriculum: CurriculumCallback | None = None, callbacks=None, **kwargs):
         items = list(train_items)
         if not items: raise ValueError("CurriculumTrainer: no training items")
-        if 'train_dataset' in kwargs: raise TypeError("CurriculumTrainer builds its dataset from `train_items`; do not pass train_dataset")
+        if 'train_dataset' in kwargs:
+            raise TypeError("CurriculumTrainer builds its dataset from `train_items`; do not pass train_dataset")
         if args.max_steps is not None and args.max_steps > 0:
-            raise ValueError(f"CurriculumTrainer: max_steps={args.max_steps}; the curriculum counts epochs (num_train_epochs), "
-                             f"and epochs shrink as items are dropped, so a step budget cannot be mapped to epochs. Use max_steps=-1.")
+            raise ValueError(f"CurriculumTrainer: max_steps={args.max_steps}; the curriculum counts epochs "
+                             "(num_train_epochs), and epochs shrink as items are dropped, so a step budget cannot "
+                             "be mapped to epochs. Use max_steps=-1.")
         if args.num_train_epochs != int(args.num_train_epochs) or args.num_train_epochs < 1:
-            raise ValueError(f"CurriculumTrainer: num_train_epochs={args.num_train_epochs} must be a whole number >= 1")
+            raise ValueError(f"CurriculumTrainer: num_train_epochs={args.num_train_epochs} "
+                             "must be a whole number >= 1")
         cb = curriculum or CurriculumCallback(items, drop_iou=drop_iou)
         if set(cb.items) != {str(it.id) for it in items}:
-            raise ValueError("CurriculumTrainer: the curriculum callback was built on a different item pool than train_items")
+            raise ValueError("CurriculumTrainer: the curriculum callback was built on a different item pool "
+                             "than train_items")
         self.curriculum, self._pending_skip, self._sampler = cb, 0, None
-        super().__init__(model, args, train_dataset=grounding_dataset(items, video_root=args.video_root, think=cb.think),
+        super().__init__(model, args,
+                         train_dataset=grounding_dataset(items, video_root=args.video_root, think=cb.think),
                          callbacks=[cb, *(callbacks or [])], **kwargs)
         a = self.args
         if (a.steps_per_generation * self.num_iterations) % a.gradient_accumulation_steps:
-            raise ValueError(f"CurriculumTrainer: steps_per_generation*num_iterations={a.steps_per_generation * self.num_iterations} "
-                             f"must be a multiple of gradient_accumulation_steps={a.gradient_accumulation_steps}, so that every "
-                             f"(shrunk) epoch ends on an optimizer step")
+            raise ValueError("CurriculumTrainer: steps_per_generation*num_iterations="
+                             f"{a.steps_per_generation * self.num_iterations} must be a multiple of "
+                             f"gradient_accumulation_steps={a.gradient_accumulation_steps}, so that every "
+                             "(shrunk) epoch ends on an optimizer step")
         self.prompts_per_generation = a.generation_batch_size // self.num_generations
         if len(items) < self.prompts_per_generation:
-            raise ValueError(f"CurriculumTrainer: {len(items)} items < {self.prompts_per_generation} prompts per generation batch "
-                             f"(generation_batch_size={a.generation_batch_size} / num_generations={self.num_generations})")
+            raise ValueError(f"CurriculumTrainer: {len(items)} items < {self.prompts_per_generation} prompts per "
+                             f"generation batch (generation_batch_size={a.generation_batch_size} / "
+                             f"num_generations={self.num_generations})")
         cb.min_items = max(cb.min_items, self.prompts_per_generation)
         cb.steps_for = self.steps_per_epoch
 
@@ -396,7 +420,8 @@ def train(self: CurriculumTrainer, resume_from_checkpoint: str | bool | None = N
     "`Trainer.train`, restoring the curriculum state (and the position in the epoch) from the checkpoint."
     if resume_from_checkpoint is True:   # the newest checkpoint that was fully written (a kill can cut a save short)
         resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
-        if resume_from_checkpoint is None: raise ValueError(f"No complete checkpoint found in output directory ({self.args.output_dir})")
+        if resume_from_checkpoint is None:
+            raise ValueError(f"No complete checkpoint found in output directory ({self.args.output_dir})")
     if resume_from_checkpoint: self._restore_curriculum(resume_from_checkpoint)
     elif self.curriculum.state.epoch or self.curriculum.state.epoch_start_step:
         raise ValueError("CurriculumTrainer.train(): the curriculum already ran in this trainer; build a new "
@@ -423,6 +448,7 @@ def _restore_curriculum(self: CurriculumTrainer, ckpt) -> None:
     a, P = self.args, self.prompts_per_generation
     rows_per_batch = a.per_device_train_batch_size * a.steps_per_generation * a.world_size
     epoch_rows = (len(st.remaining) // P) * P * self.num_generations * self.num_iterations * a.steps_per_generation
-    skip = max(gs - st.epoch_start_step, 0) * a.gradient_accumulation_steps * rows_per_batch if not a.ignore_data_skip else 0
+    skip = (max(gs - st.epoch_start_step, 0) * a.gradient_accumulation_steps * rows_per_batch
+            if not a.ignore_data_skip else 0)
     self._pending_skip = min(skip, epoch_rows)
     self.curriculum.expect_empty_epoch = epoch_rows > 0 and skip >= epoch_rows

@@ -33,7 +33,8 @@ class GroundingItem:
     source: str | None = None                 # dataset: 'charades', 'anet', 'cosmo', 'synth', ...
     qtype: str | None = None                  # query semantic type (TVGBench qsemtype, SynthTVG query type)
     orig_segment: Segment | None = None       # the released ground truth when a loader clipped it to the duration
-    windows: tuple[Segment, ...] = ()         # every ground-truth window when there are several (primary first), else ()
+    # every ground-truth window when there are several (primary first), else ()
+    windows: tuple[Segment, ...] = ()
     meta: dict = field(default_factory=dict)  # anything else (TVGBench bins, SynthTVG captions, ...)
 
     def __post_init__(self):
@@ -112,7 +113,8 @@ class Annotations(list):
 
 # %% ../nbs/02_data.ipynb #cb1adde0
 def _clip_to_duration(it: GroundingItem) -> None:
-    "Cut `it.segment` and its windows to [0, duration], keeping the released values (orig_segment, meta['orig_windows'])."
+    ("Cut `it.segment` and its windows to [0, duration], keeping the released values "
+     "(orig_segment, meta['orig_windows']).")
     cut = lambda w: (max(0.0, w[0]), min(w[1], it.duration))
     if cut(it.segment) != it.segment: it.orig_segment, it.segment = it.segment, cut(it.segment)
     if it.windows:
@@ -305,7 +307,8 @@ def detect_format(path, data=None) -> str:
     if isinstance(data, list) and data and isinstance(data[0], dict):
         if 'timestamp' in data[0] and 'sentence' in data[0]: return 'timerft'
         if 'answer' in data[0] and 'question' in data[0]: return 'tvgbench'
-    if isinstance(data, dict) and data and all(isinstance(v, dict) and 'timestamps' in v for v in list(data.values())[:5]):
+    if isinstance(data, dict) and data and all(isinstance(v, dict) and 'timestamps' in v
+                                               for v in list(data.values())[:5]):
         return 'anet'
     head = (str(data[0]) if isinstance(data, list) and data else str(data))[:120]
     raise AnnotationError(f'{path}: cannot tell the annotation format (one of {FORMATS}) from its content: {head}')
@@ -315,7 +318,8 @@ def load_annotations(path, format: str | None = None, on_error: OnError = 'raise
     "Load a grounding annotation file (TimeRFT, TVGBench, Charades-STA, ActivityNet Captions, QVHighlights)."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f'annotation file not found: {path}')
-    if format is not None and format not in FORMATS: raise ValueError(f'format must be one of {FORMATS}, got {format!r}')
+    if format is not None and format not in FORMATS:
+        raise ValueError(f'format must be one of {FORMATS}, got {format!r}')
     data = _read_json(path) if path.suffix == '.json' else None
     fmt = format or detect_format(path, data)
     if fmt in ('charades', 'qvhighlights'):
@@ -354,7 +358,9 @@ ASSETS = Path(timer1_lib.__file__).parent / 'assets'
 def asset_path(name: str) -> Path:
     "Path of a file bundled with timer1 (`train_2k5.json`, `tvgbench.json`, `OHOFG.mp4`)."
     p = ASSETS / name
-    if not p.exists(): raise FileNotFoundError(f'no bundled asset {name!r} in {ASSETS}; have {sorted(x.name for x in ASSETS.iterdir())}')
+    if not p.exists():
+        raise FileNotFoundError(f'no bundled asset {name!r} in {ASSETS}; '
+                                f'have {sorted(x.name for x in ASSETS.iterdir())}')
     return p
 
 def load_timerft(path=None, on_error: OnError = 'clip', **kw) -> Annotations:
@@ -374,7 +380,8 @@ def find_video(video: str | GroundingItem, video_root=None) -> Path | None:
     return next((c for c in cands if c.is_file()), None)
 
 def resolve_video(video: str | GroundingItem, video_root=None, check: bool = True) -> Path:
-    "`find_video`'s path; when it is not found, a `FileNotFoundError` naming the record (or, `check=False`, the path under `video_root`)."
+    ("`find_video`'s path; when it is not found, a `FileNotFoundError` naming the record "
+     "(or, `check=False`, the path under `video_root`).")
     p = find_video(video, video_root)
     if p is not None: return p
     v = Path(video.video if isinstance(video, GroundingItem) else video)

@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
+from fastcore.basics import patch
 
 import timer1_lib
 from .core import artifacts_dir, resolve_path, write_json
 from .data import (GroundingItem, Annotations, FORMATS, load_annotations, load_timerft, load_tvgbench,
                              find_video, probe_duration)
-from .metrics import (DEFAULT_THRESHOLDS, DEFAULT_POINT_GT, POINT_GT_RULES, POINT_TOL, grounding_metrics, grouped_metrics, item_iou,
-                                length_bin, point_gt_count, point_gt_rule, relative_length_bin)
+from .metrics import (DEFAULT_THRESHOLDS, DEFAULT_POINT_GT, POINT_GT_RULES, POINT_TOL, grounding_metrics,
+                                grouped_metrics, item_iou, length_bin, point_gt_count, point_gt_rule,
+                                relative_length_bin)
 from .rewards import parse_answer, has_format
 
 # %% auto #0
@@ -52,7 +54,8 @@ def _valid_specs() -> str:
 def parse_dataset(spec: str | DatasetSpec) -> DatasetSpec:
     "Parse (and check) a dataset spec; ValueError for unknown names, FileNotFoundError for missing files."
     if isinstance(spec, DatasetSpec): return spec
-    if not isinstance(spec, str) or not spec.strip(): raise ValueError(f"dataset spec must be a non-empty str, got {spec!r}")
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"dataset spec must be a non-empty str, got {spec!r}")
     s, name = spec.strip(), None
     if '=' in s and not Path(s).exists(): name, s = (x.strip() for x in s.split('=', 1))
     if s in BUILTIN_DATASETS: return DatasetSpec(spec, name or DISPLAY_NAMES[s], key=s)
@@ -134,8 +137,10 @@ class MissingVideosError(FileNotFoundError):
 def _slug(s: str) -> str: return re.sub(r'[^A-Za-z0-9._-]+', '-', str(s)).strip('-') or 'x'
 
 def check_videos(items: Sequence[GroundingItem], video_root=None, exclude_missing: bool = False,
-                 dataset: str = 'dataset', out_dir=None, show: int = 10, can_exclude: bool = True) -> list[GroundingItem]:
-    "Items whose video exists; MissingVideosError (count + list) for missing ones unless `exclude_missing` (offered when `can_exclude`)."
+                 dataset: str = 'dataset', out_dir=None, show: int = 10,
+                 can_exclude: bool = True) -> list[GroundingItem]:
+    ("Items whose video exists; MissingVideosError (count + list) for missing ones unless `exclude_missing` "
+     "(offered when `can_exclude`).")
     items = list(items)
     found = [find_video(it, video_root) is not None for it in items]
     lost = [it for it, f in zip(items, found) if not f]
@@ -150,7 +155,8 @@ def check_videos(items: Sequence[GroundingItem], video_root=None, exclude_missin
             f"{min(show, len(paths))}: {paths[:show]}" + (f"; full list in {listing}" if listing else ''))
     if not exclude_missing:
         raise MissingVideosError(head + ". Point video_root at the folder holding them" + (
-            ", or pass exclude_missing=True to evaluate only the items whose video exists." if can_exclude else "."), paths, lost)
+            ", or pass exclude_missing=True to evaluate only the items whose video exists." if can_exclude else "."),
+            paths, lost)
     keep = [it for it, f in zip(items, found) if f]
     if not keep: raise MissingVideosError(head + '. exclude_missing=True leaves no item to evaluate.', paths, lost)
     warnings.warn(head + f'. Excluded (exclude_missing=True): evaluating {len(keep)} items.', stacklevel=2)
@@ -192,74 +198,91 @@ class RunResult:
     point_tol: float = POINT_TOL                # seconds: the longest prediction that can hit a point ground truth
 
     def __post_init__(self):
-        self.items, self.preds = list(self.items), [None if p is None else (float(p[0]), float(p[1])) for p in self.preds]
+        self.items, self.preds = list(self.items), [None if p is None else (float(p[0]), float(p[1]))
+                                                    for p in self.preds]
         if len(self.items) != len(self.preds):
-            raise ValueError(f"run {self.name!r} on {self.dataset!r}: {len(self.preds)} predictions for {len(self.items)} items")
+            raise ValueError(f"run {self.name!r} on {self.dataset!r}: {len(self.preds)} predictions "
+                             f"for {len(self.items)} items")
         if not self.items: raise ValueError(f"run {self.name!r} on {self.dataset!r} has no items")
         self._ious = None
-
-    @property
-    def ids(self) -> list[str]: return [it.id for it in self.items]
-    @property
-    def gts(self) -> list: return [released_gt(it) for it in self.items]
-    @property
-    def ious(self) -> list[float]:
-        if self._ious is None: self._ious = [item_iou(p, g, self.point_gt, self.point_tol) for p, g in zip(self.preds, self.gts)]
-        return self._ious
-
-    def metrics(self) -> dict:
-        "R1@m, mIoU (percent) and n over all items."
-        return grounding_metrics(self.preds, self.gts, self.thresholds, self.point_gt, self.point_tol)
-
-    def groups(self, by: str) -> list[str]:
-        if by not in GROUPINGS: raise ValueError(f"by must be one of {list(GROUPINGS)}, got {by!r}")
-        return [GROUPINGS[by](it) for it in self.items]
-
-    def grouped(self, by: str) -> pd.DataFrame:
-        "`grouped_metrics` by `qtype`, `source`, `length` or `relative_length` (one row per group + `all`)."
-        return grouped_metrics(self.preds, self.gts, self.groups(by), self.thresholds, point_gt=self.point_gt,
-                               point_tol=self.point_tol)
-
-    def scoring(self) -> dict:
-        "How this run was scored: the point-ground-truth rule and the counts of point / multi-window items."
-        return dict(point_gt=self.point_gt, point_tol=self.point_tol, point_gt_rule=point_gt_rule(self.point_gt, self.point_tol),
-                    n_point_gt=point_gt_count(self.gts), n_multi_window=sum(len(it.windows) > 1 for it in self.items),
-                    multi_window='best window (max IoU over the ground-truth windows)')
-
-    def extras(self) -> dict:
-        out = {'answer_rate': 100.0 * sum(p is not None for p in self.preds) / len(self.preds),
-               'n_missing': len(self.missing)}
-        if self.texts is not None and any(t is not None for t in self.texts):
-            out['format_rate'] = 100.0 * sum(has_format(t) for t in self.texts) / len(self.texts)
-        recs = [r for r in (self.records or []) if 'n_new_tokens' in r]
-        if recs:
-            out['mean_new_tokens'] = sum(r['n_new_tokens'] for r in recs) / len(recs)
-            out['truncated_rate'] = 100.0 * sum(bool(r.get('truncated')) for r in recs) / len(recs)
-            out['seconds_per_item'] = sum(r.get('seconds', 0.0) for r in recs) / len(recs)
-        return out
-
-    def frame(self) -> pd.DataFrame:
-        "One row per item: id, query, qtype, source, duration, clip, gt, pred, iou."
-        return pd.DataFrame({'id': self.ids, 'query': [it.query for it in self.items],
-                             'qtype': self.groups('qtype'), 'source': self.groups('source'),
-                             'duration': [it.duration for it in self.items], 'clip': [it.clip for it in self.items],
-                             'gt': self.gts, 'pred': self.preds, 'iou': self.ious}).set_index('id')
-
-    def to_dict(self) -> dict:
-        "The metrics.json record of this run."
-        g = {by: self.grouped(by).to_dict(orient='index') for by in GROUPINGS}
-        return dict(schema=METRICS_SCHEMA, name=self.name, dataset=self.dataset, kind=self.kind, source=self.source,
-                    predictions=self.pred_path, n_items=len(self.items), overall=self.metrics(), extras=self.extras(),
-                    scoring=self.scoring(),
-                    groups=g, missing_ids=list(self.missing), config=self.config,
-                    thresholds=list(self.thresholds), timer1_version=timer1_lib.__version__,
-                    created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-                    ious=dict(zip(self.ids, self.ious)))
 
     def __repr__(self):
         m = self.metrics()
         return (f"RunResult({self.name!r} on {self.dataset!r}: n={m['n']}, "
                 + ', '.join(f'{k}={v:.1f}' for k, v in m.items() if k != 'n') + ')')
+
+# %% ../nbs/20_evaluate.ipynb #6ffea168
+@patch(as_prop=True)
+def ids(self: RunResult) -> list[str]: return [it.id for it in self.items]
+
+@patch(as_prop=True)
+def gts(self: RunResult) -> list: return [released_gt(it) for it in self.items]
+
+@patch(as_prop=True)
+def ious(self: RunResult) -> list[float]:
+    if self._ious is None:
+        self._ious = [item_iou(p, g, self.point_gt, self.point_tol) for p, g in zip(self.preds, self.gts)]
+    return self._ious
+
+# %% ../nbs/20_evaluate.ipynb #0d9da712
+@patch
+def metrics(self: RunResult) -> dict:
+    "R1@m, mIoU (percent) and n over all items."
+    return grounding_metrics(self.preds, self.gts, self.thresholds, self.point_gt, self.point_tol)
+
+@patch
+def groups(self: RunResult, by: str) -> list[str]:
+    if by not in GROUPINGS: raise ValueError(f"by must be one of {list(GROUPINGS)}, got {by!r}")
+    return [GROUPINGS[by](it) for it in self.items]
+
+@patch
+def grouped(self: RunResult, by: str) -> pd.DataFrame:
+    "`grouped_metrics` by `qtype`, `source`, `length` or `relative_length` (one row per group + `all`)."
+    return grouped_metrics(self.preds, self.gts, self.groups(by), self.thresholds, point_gt=self.point_gt,
+                           point_tol=self.point_tol)
+
+# %% ../nbs/20_evaluate.ipynb #0d0538e3
+@patch
+def scoring(self: RunResult) -> dict:
+    "How this run was scored: the point-ground-truth rule and the counts of point / multi-window items."
+    return dict(point_gt=self.point_gt, point_tol=self.point_tol,
+                point_gt_rule=point_gt_rule(self.point_gt, self.point_tol),
+                n_point_gt=point_gt_count(self.gts), n_multi_window=sum(len(it.windows) > 1 for it in self.items),
+                multi_window='best window (max IoU over the ground-truth windows)')
+
+@patch
+def extras(self: RunResult) -> dict:
+    out = {'answer_rate': 100.0 * sum(p is not None for p in self.preds) / len(self.preds),
+           'n_missing': len(self.missing)}
+    if self.texts is not None and any(t is not None for t in self.texts):
+        out['format_rate'] = 100.0 * sum(has_format(t) for t in self.texts) / len(self.texts)
+    recs = [r for r in (self.records or []) if 'n_new_tokens' in r]
+    if recs:
+        out['mean_new_tokens'] = sum(r['n_new_tokens'] for r in recs) / len(recs)
+        out['truncated_rate'] = 100.0 * sum(bool(r.get('truncated')) for r in recs) / len(recs)
+        out['seconds_per_item'] = sum(r.get('seconds', 0.0) for r in recs) / len(recs)
+    return out
+
+# %% ../nbs/20_evaluate.ipynb #b5aafa12
+@patch
+def frame(self: RunResult) -> pd.DataFrame:
+    "One row per item: id, query, qtype, source, duration, clip, gt, pred, iou."
+    return pd.DataFrame({'id': self.ids, 'query': [it.query for it in self.items],
+                         'qtype': self.groups('qtype'), 'source': self.groups('source'),
+                         'duration': [it.duration for it in self.items], 'clip': [it.clip for it in self.items],
+                         'gt': self.gts, 'pred': self.preds, 'iou': self.ious}).set_index('id')
+
+@patch
+def to_dict(self: RunResult) -> dict:
+    "The metrics.json record of this run."
+    g = {by: self.grouped(by).to_dict(orient='index') for by in GROUPINGS}
+    return dict(schema=METRICS_SCHEMA, name=self.name, dataset=self.dataset, kind=self.kind, source=self.source,
+                predictions=self.pred_path, n_items=len(self.items), overall=self.metrics(), extras=self.extras(),
+                scoring=self.scoring(),
+                groups=g, missing_ids=list(self.missing), config=self.config,
+                thresholds=list(self.thresholds), timer1_version=timer1_lib.__version__,
+                created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+                ious=dict(zip(self.ids, self.ious)))
 
 # %% ../nbs/20_evaluate.ipynb #af744e4f
 def stored_predictions(items: Sequence[GroundingItem], name: str = 'base model (stored)',
@@ -318,13 +341,15 @@ def _external_pred(r: dict, where: str):
                 a, b = v
                 a, b = float(a), float(b)
             except (TypeError, ValueError):
-                raise ValueError(f"{where}: {k!r} must be a [start, end] pair of numbers, null or text, got {str(v)[:80]!r}") from None
+                raise ValueError(f"{where}: {k!r} must be a [start, end] pair of numbers, null or text, "
+                                 f"got {str(v)[:80]!r}") from None
             if not (math.isfinite(a) and math.isfinite(b)): return None, None
             return (min(a, b), max(a, b)), None
     for k in _TEXT_KEYS:
         if k in r:
             v = r[k]
-            if v is not None and not isinstance(v, str): raise ValueError(f"{where}: {k!r} must be text, got {type(v).__name__}")
+            if v is not None and not isinstance(v, str):
+                raise ValueError(f"{where}: {k!r} must be text, got {type(v).__name__}")
             return parse_answer(v), v
     raise ValueError(f"{where}: no prediction field; expected a pair under one of {list(_PAIR_KEYS)} "
                      f"or text under one of {list(_TEXT_KEYS)}")
@@ -334,7 +359,8 @@ def load_external_predictions(path, items: Sequence[GroundingItem], name: str | 
                               dataset: str = 'dataset', *, all_ids: Iterable[str] | None = None,
                               timebase: str = 'clip', thresholds=DEFAULT_THRESHOLDS, warn: bool = True,
                               point_gt: str = DEFAULT_POINT_GT, point_tol: float = POINT_TOL) -> RunResult:
-    "Score a predictions file (id + segment or raw text per record) on `items`; unknown ids raise, missing ones score 0."
+    ("Score a predictions file (id + segment or raw text per record) on `items`; "
+     "unknown ids raise, missing ones score 0.")
     path = resolve_path(path)
     if not path.is_file(): raise FileNotFoundError(f"predictions file not found: {path}")
     if timebase not in ('clip', 'video'): raise ValueError(f"timebase must be 'clip' or 'video', got {timebase!r}")
@@ -358,7 +384,8 @@ def load_external_predictions(path, items: Sequence[GroundingItem], name: str | 
         preds[rid], texts[rid] = p, t
     if unknown:
         raise ValueError(f"{path}: {len(unknown)} of {len(recs)} prediction ids are not items of {dataset}: first "
-                         f"{min(5, len(unknown))}: {unknown[:5]}; ids must equal GroundingItem.id (e.g. {items[0].id!r})")
+                         f"{min(5, len(unknown))}: {unknown[:5]}; "
+                         f"ids must equal GroundingItem.id (e.g. {items[0].id!r})")
     missing = [it.id for it in items if it.id not in preds]
     if missing and warn:
         warnings.warn(f"{path}: {len(missing)} of {len(items)} items of {dataset} have no prediction and score IoU 0; "
@@ -386,7 +413,8 @@ def parse_frame_size(v):
         if not m: raise ValueError(f"frame_size must be 'auto', 'none', 'HxW' or [h, w], got {v!r}")
         v = (int(m[1]), int(m[2]))
     try: h, w = (int(x) for x in v)
-    except (TypeError, ValueError): raise ValueError(f"frame_size must be 'auto', 'none', 'HxW' or [h, w], got {v!r}") from None
+    except (TypeError, ValueError):
+        raise ValueError(f"frame_size must be 'auto', 'none', 'HxW' or [h, w], got {v!r}") from None
     if h < 28 or w < 28 or h % 28 or w % 28: raise ValueError(f"frame_size must be multiples of 28 pixels, got {v!r}")
     return (h, w)
 
@@ -407,120 +435,211 @@ class EvalConfig:
 
     The annotations are what the command line (`python -m timer1_lib.evaluate`) parses; `__post_init__` also takes
     the richer Python forms (a dict for `external`, a tuple for `frame_size`, comma-separated strings for lists)."""
+    # what to evaluate
     checkpoints: list[str] = field(default_factory=lambda: ['tiny'], metadata={'help':
         "Local checkpoint directories (config.json inside); 'tiny' = the embedded default tiny Qwen2.5-VL."})
-    names: list[str] = field(default_factory=list, metadata={'help': 'Row labels for the checkpoints (default: from the paths).'})
+    names: list[str] = field(default_factory=list, metadata={'help':
+        'Row labels for the checkpoints (default: from the paths).'})
     datasets: list[str] = field(default_factory=lambda: ['synth-test'], metadata={'help':
         'Dataset specs: tvgbench, synth-test, timerft, <format>:<file>, <file>, Name=<spec> (see parse_dataset).'})
-    video_root: str | None = field(default=None, metadata={'help': "Folder holding the videos (None: paths as in the annotations)."})
-    out_dir: str | None = field(default=None, metadata={'help': 'Output folder (None: artifacts/eval/<UTC time>). Rerunning into it resumes.'})
-    prompt: str = field(default='auto', metadata={'help': "'think' (Time-R1 reasoning prompt), 'nothink' (answer only) or 'auto' (nothink for tiny models, which train.ipynb trains without <think>; think otherwise)."})
+    video_root: str | None = field(default=None, metadata={'help':
+        "Folder holding the videos (None: paths as in the annotations)."})
+    out_dir: str | None = field(default=None, metadata={'help':
+        'Output folder (None: artifacts/eval/<UTC time>). Rerunning into it resumes.'})
+    # decoding (Time-R1 evaluation defaults)
+    prompt: str = field(default='auto', metadata={'help':
+        "'think' (Time-R1 reasoning prompt), 'nothink' (answer only) or 'auto' (nothink for tiny models, which "
+        "train.ipynb trains without <think>; think otherwise)."})
     batch_size: int = field(default=4, metadata={'help': 'Items per generate call (Time-R1 eval: 4).'})
     max_new_tokens: int = field(default=1024, metadata={'help': 'Completion budget in tokens (Time-R1 eval: 1024).'})
-    do_sample: bool = field(default=False, metadata={'help': 'Sample instead of greedy decoding (Time-R1 eval: greedy).'})
+    do_sample: bool = field(default=False, metadata={'help':
+        'Sample instead of greedy decoding (Time-R1 eval: greedy).'})
     temperature: float = field(default=1.0, metadata={'help': 'Sampling temperature (only with do_sample).'})
     top_p: float = field(default=1.0, metadata={'help': 'Nucleus sampling (only with do_sample).'})
     seed: int | None = field(default=None, metadata={'help': 'Torch seed for sampling.'})
-    limit: int | None = field(default=None, metadata={'help': 'Evaluate this many items per dataset, spread evenly (None: all).'})
-    exclude_missing: bool = field(default=False, metadata={'help': 'Drop items whose video is missing (default: fail before any model runs).'})
+    # which items
+    limit: int | None = field(default=None, metadata={'help':
+        'Evaluate this many items per dataset, spread evenly (None: all).'})
+    exclude_missing: bool = field(default=False, metadata={'help':
+        'Drop items whose video is missing (default: fail before any model runs).'})
+    # frames and device
     video_fps: float = field(default=2.0, metadata={'help': 'Frames sampled per second (Time-R1: 2).'})
     frame_size: str = field(default='auto', metadata={'help':
         "'auto' (56x56 for tiny models, else the Time-R1 pixel budget), None (pixel budget) or (h, w) / 'HxW'."})
     device: str = field(default='auto', metadata={'help': "'auto' (cuda if available), 'cpu' or 'cuda[:i]'."})
-    dtype: str = field(default='auto', metadata={'help': "'auto' (bfloat16 on cuda, float32 on cpu) or a torch dtype name."})
+    dtype: str = field(default='auto', metadata={'help':
+        "'auto' (bfloat16 on cuda, float32 on cpu) or a torch dtype name."})
     cpu_threads: str = field(default='auto', metadata={'help':
-        "torch threads while a model runs on CPU: 'auto' (1 for tiny models, else torch's default) or a number (0 = torch's default)."})
+        "torch threads while a model runs on CPU: 'auto' (1 for tiny models, else torch's default) "
+        "or a number (0 = torch's default)."})
+    # other systems
     external: list[str] = field(default_factory=dict, metadata={'help':
-        "Prediction files of other systems: {name: path} or 'name=path,...'; scored on the datasets whose ids they use."})
-    external_timebase: str = field(default='clip', metadata={'help': "'clip' or 'video': the time base of external files."})
-    baselines: list[str] = field(default_factory=list, metadata={'help': "Reference systems to add: 'full' and/or 'center'."})
-    include: list[str] = field(default_factory=list, metadata={'help': 'metrics.json files (or folders) of earlier runs to add as rows.'})
-    thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS), metadata={'help': 'IoU thresholds m of R1@m (strict IoU > m).'})
-    point_gt: str = field(default=DEFAULT_POINT_GT, metadata={'help': "How a zero-length ground truth scores: 'inside' (a hit when the "
-        "point lies inside a prediction of at most point_tol seconds) or 'strict' (plain IoU, always 0; TVGBench's own scorer)."})
-    point_tol: float = field(default=POINT_TOL, metadata={'help': "Seconds: the longest prediction that can hit a point ground truth."})
-    compare_threshold: float = field(default=0.5, metadata={'help': 'IoU above which an item counts as right in the run comparison.'})
-    frame_cache: str | None = field(default='default', metadata={'help': "Decoded-frame cache: 'default', a folder, or None."})
+        "Prediction files of other systems: {name: path} or 'name=path,...'; "
+        "scored on the datasets whose ids they use."})
+    external_timebase: str = field(default='clip', metadata={'help':
+        "'clip' or 'video': the time base of external files."})
+    baselines: list[str] = field(default_factory=list, metadata={'help':
+        "Reference systems to add: 'full' and/or 'center'."})
+    include: list[str] = field(default_factory=list, metadata={'help':
+        'metrics.json files (or folders) of earlier runs to add as rows.'})
+    # scoring
+    thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS), metadata={'help':
+        'IoU thresholds m of R1@m (strict IoU > m).'})
+    point_gt: str = field(default=DEFAULT_POINT_GT, metadata={'help':
+        "How a zero-length ground truth scores: 'inside' (a hit when the point lies inside a prediction of at most "
+        "point_tol seconds) or 'strict' (plain IoU, always 0; TVGBench's own scorer)."})
+    point_tol: float = field(default=POINT_TOL, metadata={'help':
+        "Seconds: the longest prediction that can hit a point ground truth."})
+    # run comparison, frame cache, resuming
+    compare_threshold: float = field(default=0.5, metadata={'help':
+        'IoU above which an item counts as right in the run comparison.'})
+    frame_cache: str | None = field(default='default', metadata={'help':
+        "Decoded-frame cache: 'default', a folder, or None."})
     overwrite: bool = field(default=False, metadata={'help': 'Start prediction files afresh instead of resuming.'})
 
     def __post_init__(self):
-        for k in ('checkpoints', 'names', 'datasets', 'baselines', 'include'): setattr(self, k, _as_list(getattr(self, k)))
-        self.external = _parse_external(self.external)
-        if self.video_root in ('', None): self.video_root = None
-        if self.out_dir in ('', None): self.out_dir = None
-        if not self.datasets: raise ValueError('datasets is empty: give at least one dataset spec, e.g. synth-test')
-        self._specs = [parse_dataset(d) for d in self.datasets]
-        names = [s.name for s in self._specs]
-        if len(set(names)) != len(names): raise ValueError(f"two datasets have the same name {names}: name them with Name=<spec>")
-        if not self.checkpoints and not self.external and not self.baselines and not self.include:
-            raise ValueError('nothing to evaluate: give checkpoints, external prediction files or baselines')
-        for c in self.checkpoints:
-            if c != 'tiny': check_checkpoint(c)
-        if self.names and len(self.names) != len(self.checkpoints):
-            raise ValueError(f"{len(self.names)} names for {len(self.checkpoints)} checkpoints")
-        if self.prompt not in PROMPTS: raise ValueError(f"prompt must be one of {PROMPTS}, got {self.prompt!r}")
-        for k in ('batch_size', 'max_new_tokens'):
-            v = getattr(self, k)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
-        if self.limit in (0, '', 'none', 'None'): self.limit = None
-        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
-            raise ValueError(f"limit must be an integer >= 1 or None (0 also means all), got {self.limit!r}")
-        if self.do_sample and not self.temperature > 0: raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
-        if not 0 < self.top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not (isinstance(self.video_fps, (int, float)) and self.video_fps > 0): raise ValueError(f"video_fps must be > 0, got {self.video_fps!r}")
-        self.frame_size = parse_frame_size(self.frame_size)
-        if not (self.device in DEVICES or re.fullmatch(r'cuda:\d+', str(self.device))):
-            raise ValueError(f"device must be one of {DEVICES} or 'cuda:<i>', got {self.device!r}")
-        if self.dtype not in DTYPES: raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if self.cpu_threads != 'auto':
-            try: self.cpu_threads = int(self.cpu_threads)
-            except (TypeError, ValueError): self.cpu_threads = -1
-            if self.cpu_threads < 0: raise ValueError("cpu_threads must be 'auto' or an integer >= 0 (0 = torch's default)")
-        if self.external_timebase not in ('clip', 'video'):
-            raise ValueError(f"external_timebase must be 'clip' or 'video', got {self.external_timebase!r}")
-        for b in self.baselines:
-            if b not in BASELINES: raise ValueError(f"baselines: unknown {b!r}; choose from {list(BASELINES)}")
-        for n, p in self.external.items():
-            if not resolve_path(p).is_file(): raise FileNotFoundError(f"external predictions {n!r}: file not found: {resolve_path(p)}")
-        rows = self.run_names()
-        dup = sorted({n for n in rows if rows.count(n) > 1})
-        if dup: raise ValueError(f"two runs would be called {dup}: give distinct `names` (checkpoints) / external names")
-        for p in self.include:
-            q = resolve_path(p)
-            if not (q.is_file() or (q / 'metrics.json').is_file()):
-                raise FileNotFoundError(f"include: no metrics.json at {q}")
-        self.thresholds = tuple(float(m) for m in _as_list(self.thresholds))
-        if not self.thresholds or not all(0 <= m < 1 for m in self.thresholds): raise ValueError(f"thresholds must be in [0, 1), got {self.thresholds}")
-        if self.point_gt not in POINT_GT_RULES: raise ValueError(f"point_gt must be one of {POINT_GT_RULES}, got {self.point_gt!r}")
-        if not (isinstance(self.point_tol, (int, float)) and self.point_tol >= 0):
-            raise ValueError(f"point_tol must be a number of seconds >= 0, got {self.point_tol!r}")
-        if not 0 <= self.compare_threshold < 1: raise ValueError(f"compare_threshold must be in [0, 1), got {self.compare_threshold}")
+        self._normalize()
+        self._check_datasets()
+        self._check_runs()
+        self._check_decoding()
+        self._check_device()
+        self._check_sources()
+        self._check_scoring()
 
-    @property
-    def specs(self) -> list[DatasetSpec]: return self._specs
-    def scoring(self) -> dict:
-        "The `RunResult` scoring arguments: R1 thresholds and the point-ground-truth rule."
-        return dict(thresholds=self.thresholds, point_gt=self.point_gt, point_tol=self.point_tol)
-    def checkpoint_names(self) -> list[str]:
-        "Row label of each checkpoint (`names`, else from the path; 'tiny' -> 'tiny-learn')."
-        return self.names or ['tiny-learn' if c == 'tiny' else checkpoint_name(resolve_path(c)) for c in self.checkpoints]
-    def run_names(self) -> list[str]:
-        return list(self.external) + self.checkpoint_names() + [f'baseline: {b}' for b in self.baselines]
-    def output_dir(self) -> Path:
-        "The resolved output folder (a new timestamped one under artifacts/eval when out_dir is None)."
-        if self.out_dir is None:
-            self.out_dir = str(artifacts_dir() / 'eval' / datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d-%H%M%S'))
-        return resolve_path(self.out_dir)
-    def to_dict(self) -> dict:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+# %% ../nbs/20_evaluate.ipynb #fb6ce7a6
+@patch
+def _normalize(self: EvalConfig):
+    "Lists from comma-separated strings, `external` as a dict, empty paths as None."
+    for k in ('checkpoints', 'names', 'datasets', 'baselines', 'include'):
+        setattr(self, k, _as_list(getattr(self, k)))
+    self.external = _parse_external(self.external)
+    if self.video_root in ('', None): self.video_root = None
+    if self.out_dir in ('', None): self.out_dir = None
+
+@patch
+def _check_datasets(self: EvalConfig):
+    "At least one dataset; the specs parse; their display names are distinct."
+    if not self.datasets: raise ValueError('datasets is empty: give at least one dataset spec, e.g. synth-test')
+    self._specs = [parse_dataset(d) for d in self.datasets]
+    names = [s.name for s in self._specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two datasets have the same name {names}: name them with Name=<spec>")
+
+@patch
+def _check_runs(self: EvalConfig):
+    "Something to evaluate; checkpoints exist; one name per checkpoint."
+    if not self.checkpoints and not self.external and not self.baselines and not self.include:
+        raise ValueError('nothing to evaluate: give checkpoints, external prediction files or baselines')
+    for c in self.checkpoints:
+        if c != 'tiny': check_checkpoint(c)
+    if self.names and len(self.names) != len(self.checkpoints):
+        raise ValueError(f"{len(self.names)} names for {len(self.checkpoints)} checkpoints")
+
+# %% ../nbs/20_evaluate.ipynb #441e1562
+@patch
+def _check_decoding(self: EvalConfig):
+    "Prompt, batch and token budget, item limit, sampling, fps and frame size."
+    if self.prompt not in PROMPTS: raise ValueError(f"prompt must be one of {PROMPTS}, got {self.prompt!r}")
+    for k in ('batch_size', 'max_new_tokens'):
+        v = getattr(self, k)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
+    if self.limit in (0, '', 'none', 'None'): self.limit = None
+    if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+        raise ValueError(f"limit must be an integer >= 1 or None (0 also means all), got {self.limit!r}")
+    if self.do_sample and not self.temperature > 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
+    if not 0 < self.top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+    if not (isinstance(self.video_fps, (int, float)) and self.video_fps > 0):
+        raise ValueError(f"video_fps must be > 0, got {self.video_fps!r}")
+    self.frame_size = parse_frame_size(self.frame_size)
+
+@patch
+def _check_device(self: EvalConfig):
+    "Device, dtype and CPU threads."
+    if not (self.device in DEVICES or re.fullmatch(r'cuda:\d+', str(self.device))):
+        raise ValueError(f"device must be one of {DEVICES} or 'cuda:<i>', got {self.device!r}")
+    if self.dtype not in DTYPES: raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+    if self.cpu_threads != 'auto':
+        try: self.cpu_threads = int(self.cpu_threads)
+        except (TypeError, ValueError): self.cpu_threads = -1
+        if self.cpu_threads < 0:
+            raise ValueError("cpu_threads must be 'auto' or an integer >= 0 (0 = torch's default)")
+
+# %% ../nbs/20_evaluate.ipynb #093f562a
+@patch
+def _check_sources(self: EvalConfig):
+    "External files, baselines, included runs; every run has its own name."
+    if self.external_timebase not in ('clip', 'video'):
+        raise ValueError(f"external_timebase must be 'clip' or 'video', got {self.external_timebase!r}")
+    for b in self.baselines:
+        if b not in BASELINES: raise ValueError(f"baselines: unknown {b!r}; choose from {list(BASELINES)}")
+    for n, p in self.external.items():
+        if not resolve_path(p).is_file():
+            raise FileNotFoundError(f"external predictions {n!r}: file not found: {resolve_path(p)}")
+    rows = self.run_names()
+    dup = sorted({n for n in rows if rows.count(n) > 1})
+    if dup:
+        raise ValueError(f"two runs would be called {dup}: give distinct `names` (checkpoints) / external names")
+    for p in self.include:
+        q = resolve_path(p)
+        if not (q.is_file() or (q / 'metrics.json').is_file()):
+            raise FileNotFoundError(f"include: no metrics.json at {q}")
+
+@patch
+def _check_scoring(self: EvalConfig):
+    "R1 thresholds, the point-ground-truth rule and the comparison threshold."
+    self.thresholds = tuple(float(m) for m in _as_list(self.thresholds))
+    if not self.thresholds or not all(0 <= m < 1 for m in self.thresholds):
+        raise ValueError(f"thresholds must be in [0, 1), got {self.thresholds}")
+    if self.point_gt not in POINT_GT_RULES:
+        raise ValueError(f"point_gt must be one of {POINT_GT_RULES}, got {self.point_gt!r}")
+    if not (isinstance(self.point_tol, (int, float)) and self.point_tol >= 0):
+        raise ValueError(f"point_tol must be a number of seconds >= 0, got {self.point_tol!r}")
+    if not 0 <= self.compare_threshold < 1:
+        raise ValueError(f"compare_threshold must be in [0, 1), got {self.compare_threshold}")
+
+# %% ../nbs/20_evaluate.ipynb #af177e44
+@patch(as_prop=True)
+def specs(self: EvalConfig) -> list[DatasetSpec]: return self._specs
+
+@patch
+def scoring(self: EvalConfig) -> dict:  # noqa: F811 (RunResult.scoring is patched under the same name)
+    "The `RunResult` scoring arguments: R1 thresholds and the point-ground-truth rule."
+    return dict(thresholds=self.thresholds, point_gt=self.point_gt, point_tol=self.point_tol)
+
+@patch
+def checkpoint_names(self: EvalConfig) -> list[str]:
+    "Row label of each checkpoint (`names`, else from the path; 'tiny' -> 'tiny-learn')."
+    return self.names or ['tiny-learn' if c == 'tiny' else checkpoint_name(resolve_path(c))
+                          for c in self.checkpoints]
+
+@patch
+def run_names(self: EvalConfig) -> list[str]:
+    return list(self.external) + self.checkpoint_names() + [f'baseline: {b}' for b in self.baselines]
+
+# %% ../nbs/20_evaluate.ipynb #507b65f4
+@patch
+def output_dir(self: EvalConfig) -> Path:
+    "The resolved output folder (a new timestamped one under artifacts/eval when out_dir is None)."
+    if self.out_dir is None:
+        self.out_dir = str(artifacts_dir() / 'eval'
+                           / datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d-%H%M%S'))
+    return resolve_path(self.out_dir)
+
+@patch
+def to_dict(self: EvalConfig) -> dict:  # noqa: F811 (RunResult.to_dict is patched under the same name)
+    return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
 
 # %% ../nbs/20_evaluate.ipynb #a8a6a9bd
 def check_checkpoint(path) -> Path:
     "The resolved checkpoint directory; FileNotFoundError naming it when it is not a local checkpoint."
     p = resolve_path(path)
     if not p.is_dir() or not (p / 'config.json').is_file():
-        why = 'does not exist' if not p.exists() else ('is not a directory' if not p.is_dir() else 'has no config.json')
-        raise FileNotFoundError(f"checkpoint {str(path)!r} ({p}) {why}: expected a local model directory with config.json "
+        why = ('does not exist' if not p.exists()
+               else ('is not a directory' if not p.is_dir() else 'has no config.json'))
+        raise FileNotFoundError(f"checkpoint {str(path)!r} ({p}) {why}: expected a local model directory "
+                                "with config.json "
                                 "(e.g. artifacts/runs/<time>/model; relative paths are tried from the current folder "
                                 "and from the repository root), or 'tiny' for the embedded default")
     return p
@@ -540,15 +659,18 @@ def default_checkpoint(root=None) -> Path:
     return root
 
 def checkpoint_name(path) -> str:
-    "A short row label for a checkpoint path: its folder name, with the parent's for generic names (model, checkpoint-N)."
+    ("A short row label for a checkpoint path: its folder name, "
+     "with the parent's for generic names (model, checkpoint-N).")
     p = Path(path)
-    if re.fullmatch(r'(model|final|best|hf|weights|checkpoint(-\d+)?)', p.name) and p.parent.name: return f'{p.parent.name}/{p.name}'
+    if re.fullmatch(r'(model|final|best|hf|weights|checkpoint(-\d+)?)', p.name) and p.parent.name:
+        return f'{p.parent.name}/{p.name}'
     return p.name
 
 def _device(device: str) -> str:
     import torch
     if device == 'auto': return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if device.startswith('cuda') and not torch.cuda.is_available(): raise ValueError(f"device {device!r}: CUDA is not available")
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available")
     return device
 
 @contextlib.contextmanager
@@ -590,8 +712,10 @@ def evaluate_checkpoint(checkpoint, dataset, cfg: EvalConfig | None = None, *, n
     items = check_videos(items, cfg.video_root, cfg.exclude_missing, spec.name, out)
     if model is None: model, processor = load_checkpoint(ckpt, cfg.device, cfg.dtype)
     run_dir = out / _slug(name) / _slug(spec.name)
-    cache = None if cfg.frame_cache in (None, 'none') else (True if cfg.frame_cache == 'default' else resolve_path(cfg.frame_cache))
-    threads = 0 if model.device.type != 'cpu' else (int(is_tiny(ckpt)) if cfg.cpu_threads == 'auto' else cfg.cpu_threads)
+    cache = (None if cfg.frame_cache in (None, 'none')
+             else (True if cfg.frame_cache == 'default' else resolve_path(cfg.frame_cache)))
+    threads = (0 if model.device.type != 'cpu'
+               else (int(is_tiny(ckpt)) if cfg.cpu_threads == 'auto' else cfg.cpu_threads))
     with cpu_threads(threads):
         recs = predict(model, processor, items, out_path=run_dir / 'predictions.jsonl', batch_size=cfg.batch_size,
                        think=think_for(ckpt, cfg.prompt), do_sample=cfg.do_sample, temperature=cfg.temperature,
@@ -615,11 +739,14 @@ def _as_records(runs) -> list[dict]:
         return [{'name': m, 'dataset': d, 'overall': dict(v)} for m, ds in runs.items() for d, v in ds.items()]
     out = []
     for r in runs:
-        if isinstance(r, RunResult): out.append({'name': r.name, 'dataset': r.dataset, 'overall': r.metrics(), '_run': r})
+        if isinstance(r, RunResult):
+            out.append({'name': r.name, 'dataset': r.dataset, 'overall': r.metrics(), '_run': r})
         elif isinstance(r, Mapping) and {'name', 'dataset', 'overall'} <= set(r): out.append(dict(r))
-        else: raise ValueError(f"cannot tabulate {type(r).__name__}: expected RunResult, a metrics.json run record or a mapping")
+        else: raise ValueError(f"cannot tabulate {type(r).__name__}: expected RunResult, a metrics.json run record "
+                               "or a mapping")
     return out
 
+# %% ../nbs/20_evaluate.ipynb #22edb57d
 def results_table(runs, metrics: Sequence[str] = TABLE_METRICS, datasets: Sequence[str] | None = None) -> pd.DataFrame:
     "Rows = models, columns = (dataset, metric) MultiIndex; values in percent (NaN where a model lacks a dataset)."
     recs = _as_records(runs)
@@ -633,7 +760,9 @@ def results_table(runs, metrics: Sequence[str] = TABLE_METRICS, datasets: Sequen
         for m in metrics: df.loc[r['name'], (r['dataset'], m)] = float(r['overall'].get(m, math.nan))
     return df
 
-def grouped_table(runs: Sequence[RunResult], by: str = 'qtype', metrics: Sequence[str] = ('R1@0.5', 'mIoU')) -> pd.DataFrame:
+# %% ../nbs/20_evaluate.ipynb #6dfd799f
+def grouped_table(runs: Sequence[RunResult], by: str = 'qtype',
+                  metrics: Sequence[str] = ('R1@0.5', 'mIoU')) -> pd.DataFrame:
     "Rows = (dataset, group) incl. an `all` row, columns = (model, metric) plus `n`; one grouping of `RunResult`s."
     parts = {}
     for r in runs:
@@ -642,13 +771,15 @@ def grouped_table(runs: Sequence[RunResult], by: str = 'qtype', metrics: Sequenc
         parts[r.dataset][('', 'n')] = g['n']
     frames = []
     for d, cols in parts.items():
-        f = pd.DataFrame(cols); f.index = pd.MultiIndex.from_product([[d], f.index], names=['dataset', GROUPING_TITLES[by]])
+        f = pd.DataFrame(cols)
+        f.index = pd.MultiIndex.from_product([[d], f.index], names=['dataset', GROUPING_TITLES[by]])
         frames.append(f)
     df = pd.concat(frames)
     order = [('', 'n')] + [c for c in df.columns if c != ('', 'n')]
     df = df[order]; df.columns = pd.MultiIndex.from_tuples(df.columns, names=['model', 'metric'])
     return df
 
+# %% ../nbs/20_evaluate.ipynb #1ddaa6df
 def _fmt(v, floatfmt: str) -> str:
     if isinstance(v, float):
         if math.isnan(v): return '–'
@@ -659,7 +790,8 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = '.1f') -> str:
     "GitHub Markdown of `df` (index levels become the first columns; MultiIndex headers joined with a space)."
     d = df.reset_index()
     head = [' '.join(str(x) for x in (c if isinstance(c, tuple) else (c,)) if str(x)).strip() for c in d.columns]
-    rows = [[('' if v is None else _fmt(v, 'int' if h.endswith('n') and h.split()[-1] == 'n' else floatfmt)) for v, h in zip(row, head)]
+    rows = [[('' if v is None else _fmt(v, 'int' if h.endswith('n') and h.split()[-1] == 'n' else floatfmt))
+             for v, h in zip(row, head)]
             for row in d.itertuples(index=False)]
     num = [pd.api.types.is_numeric_dtype(d[c]) for c in d.columns]
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join('---:' if n else '---' for n in num) + '|']
@@ -690,7 +822,8 @@ def compare_runs(runs, items: Sequence[GroundingItem] | None = None, threshold: 
         for r in rs[1:]:
             if set(r.ids) != set(ids):
                 raise ValueError(f"{ds}: runs {rs[0].name!r} and {r.name!r} cover different items "
-                                 f"({len(set(ids) - set(r.ids))} only in the first, {len(set(r.ids) - set(ids))} only in the second)")
+                                 f"({len(set(ids) - set(r.ids))} only in the first, "
+                                 f"{len(set(r.ids) - set(ids))} only in the second)")
         base = rs[0].frame()[['query', 'qtype', 'source']]
         f = base.copy()
         for r in rs: f[f'iou {r.name}'] = pd.Series(dict(zip(r.ids, r.ious)))
@@ -748,7 +881,8 @@ def plot_iou_hist(runs: Sequence[RunResult], thresholds=DEFAULT_THRESHOLDS, bins
             ax.hist(r.ious, edges, histtype='step', linewidth=1.6,
                     label=f"{r.name} (mIoU {r.metrics()['mIoU']:.1f}, answered {r.extras()['answer_rate']:.0f}%)")
         for m in thresholds: ax.axvline(m, color='gray', ls='--', lw=.8)
-        ax.set_xlabel('IoU with the ground truth'); ax.set_ylabel('items'); ax.set_title(f'{ds}: IoU distribution', fontsize=10)
+        ax.set_xlabel('IoU with the ground truth'); ax.set_ylabel('items')
+        ax.set_title(f'{ds}: IoU distribution', fontsize=10)
         ax.legend(fontsize=7)
     if path is not None: fig.savefig(path, dpi=110)
     return fig
@@ -783,7 +917,8 @@ def write_report(runs: Sequence[RunResult], out_dir, config: EvalConfig | dict |
     def put(key, name, text): (out / name).write_text(text); files[key] = out / name
     table = results_table(list(include) + runs)
     table.to_csv(out / 'results.csv'); files['results.csv'] = out / 'results.csv'
-    put('results.md', 'results.md', markdown_table(table) + _scoring_note(list(include) + [dict(dataset=r.dataset, scoring=r.scoring()) for r in runs]))
+    put('results.md', 'results.md', markdown_table(table) + _scoring_note(
+        list(include) + [dict(dataset=r.dataset, scoring=r.scoring()) for r in runs]))
     if runs:
         for by, stem in (('qtype', 'per_type'), ('source', 'per_source'), ('length', 'per_length'),
                          ('relative_length', 'per_relative_length')):
@@ -791,7 +926,8 @@ def write_report(runs: Sequence[RunResult], out_dir, config: EvalConfig | dict |
             g.to_csv(out / f'{stem}.csv'); files[f'{stem}.csv'] = out / f'{stem}.csv'
             put(f'{stem}.md', f'{stem}.md', markdown_table(g))
         plot_grouped(runs, 'qtype', path=out / 'per_type.png'); files['per_type.png'] = out / 'per_type.png'
-        plot_iou_hist(runs, runs[0].thresholds, path=out / 'iou_hist.png'); files['iou_hist.png'] = out / 'iou_hist.png'
+        plot_iou_hist(runs, runs[0].thresholds, path=out / 'iou_hist.png')
+        files['iou_hist.png'] = out / 'iou_hist.png'
         if any(sum(r.dataset == d for r in runs) > 1 for d in {r.dataset for r in runs}):
             cmp = compare_runs(runs, threshold=compare_threshold)
             cmp.to_csv(out / 'comparison.csv'); files['comparison.csv'] = out / 'comparison.csv'
@@ -800,7 +936,8 @@ def write_report(runs: Sequence[RunResult], out_dir, config: EvalConfig | dict |
     cfg = config.to_dict() if isinstance(config, EvalConfig) else (config or {})
     results = {}
     for r in list(include) + recs: results.setdefault(r['name'], {})[r['dataset']] = r['overall']
-    report = dict(schema=REPORT_SCHEMA, created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+    report = dict(schema=REPORT_SCHEMA,
+                  created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                   timer1_version=timer1_lib.__version__, config=cfg, runs=recs, results=results,
                   included=[{'name': r['name'], 'dataset': r['dataset']} for r in include],
                   files={k: v.name for k, v in files.items()})
@@ -819,7 +956,8 @@ class Evaluation:
     @property
     def out_dir(self) -> Path: return self.config.output_dir()
     def table(self) -> pd.DataFrame: return results_table(self.included + self.runs)
-    def grouped(self, by: str = 'qtype', metrics=('R1@0.5', 'mIoU')) -> pd.DataFrame: return grouped_table(self.runs, by, metrics)
+    def grouped(self, by: str = 'qtype', metrics=('R1@0.5', 'mIoU')) -> pd.DataFrame:
+        return grouped_table(self.runs, by, metrics)
     def comparison(self) -> pd.DataFrame: return compare_runs(self.runs, threshold=self.config.compare_threshold)
 
 # %% ../nbs/20_evaluate.ipynb #dab72461
@@ -828,7 +966,8 @@ def prepare(cfg: EvalConfig) -> dict[str, Annotations]:
     out = {}
     for spec in cfg.specs:
         ann = load_dataset(spec, cfg.video_root, cfg.limit)
-        if cfg.checkpoints or any(it.duration == _NO_DURATION for it in ann):   # Charades durations come from the videos
+        # Charades durations come from the videos
+        if cfg.checkpoints or any(it.duration == _NO_DURATION for it in ann):
             kept = check_videos(ann, cfg.video_root, cfg.exclude_missing, spec.name, cfg.output_dir())
             if len(kept) != len(ann):
                 ann = Annotations(kept, ann.path, ann.format, ann.report); ann.name, ann.spec = spec.name, spec.spec
@@ -843,13 +982,15 @@ def _external_runs(cfg: EvalConfig, datasets: dict[str, Annotations]) -> list[Ru
         ids = {str(next((r[k] for k in _ID_KEYS if k in r), '')) for _, r in recs}
         hit = False
         for ds, items in datasets.items():
-            full = {it.id for it in load_dataset(parse_dataset(items.spec), cfg.video_root)} if cfg.limit else {it.id for it in items}
+            full = ({it.id for it in load_dataset(parse_dataset(items.spec), cfg.video_root)} if cfg.limit
+                    else {it.id for it in items})
             if ids and ids <= full:
-                runs.append(load_external_predictions(path, items, name, ds, all_ids=full, timebase=cfg.external_timebase,
-                                                      **cfg.scoring())); hit = True
+                runs.append(load_external_predictions(path, items, name, ds, all_ids=full,
+                                                      timebase=cfg.external_timebase, **cfg.scoring())); hit = True
         if not hit:
             best = max(datasets, key=lambda d: len(ids & {it.id for it in datasets[d]}))
-            load_external_predictions(path, datasets[best], name, best, timebase=cfg.external_timebase)   # raises: unknown ids
+            # raises: unknown ids
+            load_external_predictions(path, datasets[best], name, best, timebase=cfg.external_timebase)
     return runs
 
 def evaluate(cfg: EvalConfig | None = None, progress: bool = True, datasets: dict | None = None, **kw) -> Evaluation:
@@ -876,7 +1017,8 @@ def evaluate(cfg: EvalConfig | None = None, progress: bool = True, datasets: dic
 
 # %% ../nbs/20_evaluate.ipynb #26e77acc
 def main(argv=None) -> Evaluation:
-    "`python -m timer1_lib.evaluate --checkpoints CKPT [...] --datasets SPEC [...] [--config eval.yaml] [--field value ...]`."
+    ("`python -m timer1_lib.evaluate --checkpoints CKPT [...] --datasets SPEC [...] "
+     "[--config eval.yaml] [--field value ...]`.")
     import sys
     from trl import TrlParser
     from timer1_lib.core import log

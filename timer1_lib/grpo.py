@@ -51,60 +51,96 @@ def reward_label(f: str | Callable) -> str:
 class TimeR1Config(VideoArgs, GRPOConfig):
     "`trl.GRPOConfig` plus the Time-R1 knobs (rewards by name, frozen ViT, video sampling, JSONL logging)."
     reward_funcs: list[str] = field(default_factory=lambda: ['tiou', 'format'], metadata={"help":
-        "Reward functions by name from `timer1_lib.rewards.REWARDS` (list or comma-separated string); from Python also "
-        "TRL-style callables `(completions, **kwargs) -> list[float]` (module-level, so checkpoints can pickle the "
-        "config). Weights: `reward_weights` (default 1.0 each, as Time-R1)."})
+        "Reward functions by name from `timer1_lib.rewards.REWARDS` (list or comma-separated string); from Python "
+        "also TRL-style callables `(completions, **kwargs) -> list[float]` (module-level, so checkpoints can pickle "
+        "the config). Weights: `reward_weights` (default 1.0 each, as Time-R1)."})
     freeze_vision: bool = field(default=True, metadata={"help":
-        "Freeze the vision tower (Time-R1 `fix_vit true`); the patch merger stays trainable unless `train_merger=False`."})
-    train_merger: bool = field(default=True, metadata={"help": "Keep the ViT->LLM patch merger trainable when `freeze_vision`."})
+        "Freeze the vision tower (Time-R1 `fix_vit true`); the patch merger stays trainable unless "
+        "`train_merger=False`."})
+    train_merger: bool = field(default=True, metadata={"help":
+        "Keep the ViT->LLM patch merger trainable when `freeze_vision`."})
     log_samples: int = field(default=8, metadata={"help":
         "Completions written to `completions.jsonl` at each logging step (whole groups first); 0 disables."})
     # defaults that differ from TRL 1.16 (see the markdown above)
     beta: float = field(default=0.04, metadata={"help":
-        "KL coefficient (k3 estimator against the initial model). Time-R1 (TRL 0.17 default): 0.04; 0 skips the reference model."})
-    max_completion_length: int | None = field(default=200, metadata={"help": "Maximum completion tokens (Time-R1: 200)."})
+        "KL coefficient (k3 estimator against the initial model). Time-R1 (TRL 0.17 default): 0.04; "
+        "0 skips the reference model."})
+    max_completion_length: int | None = field(default=200, metadata={"help":
+        "Maximum completion tokens (Time-R1: 200)."})
     loss_type: str = field(default='dapo', metadata={"help":
-        "'grpo' (sample-level: each completion weighs the same) or 'dapo' (token-level: each token weighs the same; Time-R1's default branch)."})
+        "'grpo' (sample-level: each completion weighs the same) or 'dapo' (token-level: each token weighs the "
+        "same; Time-R1's default branch)."})
     use_bias_correction_kl: bool = field(default=False, metadata={"help":
         "Multiply the k3 KL term by the importance ratio pi_theta/pi_old (TRL 1.16's default, after DeepSeek-V3.2). "
         "False: the plain k3 estimator of Time-R1 (TRL 0.17) and TaRO (verl `low_var_kl`)."})
 
     def __post_init__(self):
-        def bad(name, why): raise ValueError(f"TimeR1Config.{name}={getattr(self, name)!r}: {why}")
         if self.bf16 is None and not self.fp16 and not torch.cuda.is_available():
             self.bf16 = False  # TRL turns bf16 on by default; on a CPU-only box that is slow and not what tests want
-        rewards = reward_names(self.reward_funcs)
-        if not rewards: bad('reward_funcs', f"needs at least one reward name; valid names: {', '.join(sorted(REWARDS))}")
-        unknown = [n for n in rewards if isinstance(n, str) and n not in REWARDS]
-        if unknown: bad('reward_funcs', f"unknown reward name(s) {unknown}; valid names: {', '.join(sorted(REWARDS))}")
-        names = [reward_label(f) for f in rewards]
-        if len(set(names)) != len(names): bad('reward_funcs', "lists a reward twice (their metrics would collide)")
-        self.reward_funcs = rewards
-        if self.reward_weights is not None:
-            if len(self.reward_weights) != len(names):
-                bad('reward_weights', f"has {len(self.reward_weights)} weights for {len(names)} rewards {names}")
-            if not all(_finite(w) for w in self.reward_weights): bad('reward_weights', "must be finite numbers")
-        if not isinstance(self.num_generations, int) or self.num_generations < 2:
-            bad('num_generations', "GRPO needs G >= 2 completions per prompt (the advantage is normalised within the group)")
-        if not _finite(self.beta) or self.beta < 0: bad('beta', "must be a finite number >= 0 (0 = no KL term, no reference model)")
-        if not _finite(self.temperature) or self.temperature <= 0: bad('temperature', "must be a finite number > 0")
-        if not isinstance(self.max_completion_length, int) or self.max_completion_length < 1:
-            bad('max_completion_length', "must be a positive integer")
-        if self.loss_type not in LOSS_TYPES:
-            bad('loss_type', f"must be one of {list(LOSS_TYPES)}: " + '; '.join(f"{k} = {v}" for k, v in LOSS_TYPES.items()))
-        if not _finite(self.learning_rate) or self.learning_rate <= 0: bad('learning_rate', "must be a finite number > 0")
-        if not isinstance(self.log_samples, int) or self.log_samples < 0: bad('log_samples', "must be an integer >= 0")
-        if self.remove_unused_columns:
-            bad('remove_unused_columns', "must be False: the trainer reads the video/clip columns and the rewards read segment/duration")
-        if self.use_vllm: bad('use_vllm', "is not supported: the video inputs are wired for transformers generation only")
-        try: self.video_sampling()
-        except ValueError as e: raise ValueError(f"TimeR1Config video_* fields: {e}") from None
+        self._check_rewards()
+        self._check_objective()
+        self._check_inputs()
         super().__post_init__()
+
+# %% ../nbs/11_grpo.ipynb #2ec6e66e
+@patch
+def _bad(self: TimeR1Config, name: str, why: str):
+    raise ValueError(f"TimeR1Config.{name}={getattr(self, name)!r}: {why}")
+
+@patch
+def _check_rewards(self: TimeR1Config):
+    "Normalise `reward_funcs` to a list of known names and callables (distinct labels); one weight per reward."
+    rewards = reward_names(self.reward_funcs)
+    if not rewards:
+        self._bad('reward_funcs', f"needs at least one reward name; valid names: {', '.join(sorted(REWARDS))}")
+    unknown = [n for n in rewards if isinstance(n, str) and n not in REWARDS]
+    if unknown:
+        self._bad('reward_funcs', f"unknown reward name(s) {unknown}; valid names: {', '.join(sorted(REWARDS))}")
+    names = [reward_label(f) for f in rewards]
+    if len(set(names)) != len(names): self._bad('reward_funcs', "lists a reward twice (their metrics would collide)")
+    self.reward_funcs = rewards
+    if self.reward_weights is not None:
+        if len(self.reward_weights) != len(names):
+            self._bad('reward_weights', f"has {len(self.reward_weights)} weights for {len(names)} rewards {names}")
+        if not all(_finite(w) for w in self.reward_weights): self._bad('reward_weights', "must be finite numbers")
+
+# %% ../nbs/11_grpo.ipynb #15370a4b
+@patch
+def _check_objective(self: TimeR1Config):
+    "Group size, KL coefficient, sampling temperature, completion length, loss type and learning rate."
+    if not isinstance(self.num_generations, int) or self.num_generations < 2:
+        self._bad('num_generations',
+                  "GRPO needs G >= 2 completions per prompt (the advantage is normalised within the group)")
+    if not _finite(self.beta) or self.beta < 0:
+        self._bad('beta', "must be a finite number >= 0 (0 = no KL term, no reference model)")
+    if not _finite(self.temperature) or self.temperature <= 0: self._bad('temperature', "must be a finite number > 0")
+    if not isinstance(self.max_completion_length, int) or self.max_completion_length < 1:
+        self._bad('max_completion_length', "must be a positive integer")
+    if self.loss_type not in LOSS_TYPES:
+        self._bad('loss_type',
+                  f"must be one of {list(LOSS_TYPES)}: " + '; '.join(f"{k} = {v}" for k, v in LOSS_TYPES.items()))
+    if not _finite(self.learning_rate) or self.learning_rate <= 0:
+        self._bad('learning_rate', "must be a finite number > 0")
+
+# %% ../nbs/11_grpo.ipynb #5bec034c
+@patch
+def _check_inputs(self: TimeR1Config):
+    "Sample logging, the dataset columns the trainer needs, transformers generation, the video_* sampling fields."
+    if not isinstance(self.log_samples, int) or self.log_samples < 0:
+        self._bad('log_samples', "must be an integer >= 0")
+    if self.remove_unused_columns:
+        self._bad('remove_unused_columns',
+                  "must be False: the trainer reads the video/clip columns and the rewards read segment/duration")
+    if self.use_vllm:
+        self._bad('use_vllm', "is not supported: the video inputs are wired for transformers generation only")
+    try: self.video_sampling()
+    except ValueError as e: raise ValueError(f"TimeR1Config video_* fields: {e}") from None
 
 # %% ../nbs/11_grpo.ipynb #ca3581ef
 def grounding_rows(items: Iterable[GroundingItem], think: bool = True, video_root: str | os.PathLike | None = None,
                    check_files: bool = True) -> list[dict]:
-    "One GRPO row per item: `prompt` (chat messages), `video`, `clip`, `segment`, `windows` (all gt windows), `duration`, `id`, `query`."
+    ("One GRPO row per item: `prompt` (chat messages), `video`, `clip`, `segment`, `windows` (all gt windows), "
+     "`duration`, `id`, `query`.")
     rows = []
     for it in items:
         v = resolve_video(it, video_root, check=check_files)   # as evaluation finds it: the path, root/path, root/name
@@ -134,7 +170,8 @@ def toy_grounding_items(out_dir: str | os.PathLike, n: int = 3, duration: float 
         p = write_synthetic_video(Path(out_dir) / f'toy{i}.mp4', d, fps=fps, size=size)
         a = round(rng.uniform(0, d / 2), 2)
         out.append(GroundingItem(id=f'toy{i}', video=str(p), duration=d, source='toy',
-                                 query=f'the {rng.choice(colors)} {rng.choice(things)} moves', segment=(a, round(rng.uniform(a + 0.5, d), 2))))
+                                 query=f'the {rng.choice(colors)} {rng.choice(things)} moves',
+                                 segment=(a, round(rng.uniform(a + 0.5, d), 2))))
     return out
 
 # %% ../nbs/11_grpo.ipynb #8fec8c07
@@ -149,7 +186,8 @@ class _VideoForward:
         n = extra.pop('_rows')
         ids = kw.get('input_ids', args[0] if args else None)
         if ids is None or ids.size(0) != n:
-            raise RuntimeError(f"TimeR1Trainer: TRL forwarded {None if ids is None else ids.size(0)} rows, the video chunk has {n}")
+            raise RuntimeError(f"TimeR1Trainer: TRL forwarded {None if ids is None else ids.size(0)} rows, "
+                               f"the video chunk has {n}")
         for k, v in extra.items():
             if kw.get(k) is None: kw[k] = v
         return self.model(*args, **kw)
@@ -166,27 +204,30 @@ def mm_token_type_ids(input_ids: torch.Tensor, video_token_id: int, image_token_
     mm[input_ids == video_token_id] = 2
     return mm
 
-def video_model_inputs(rows: Sequence[dict], input_ids: torch.Tensor, video_token_id: int, image_token_id: int | None = None,
-                       merge_size: int = 2) -> dict:
-    "Forward kwargs for `input_ids` (one row each) from per-row processor outputs; checks placeholder count = features."
+def video_model_inputs(rows: Sequence[dict], input_ids: torch.Tensor, video_token_id: int,
+                       image_token_id: int | None = None, merge_size: int = 2) -> dict:
+    ("Forward kwargs for `input_ids` (one row each) from per-row processor outputs; "
+     "checks placeholder count = features.")
     if len(rows) != input_ids.size(0): raise ValueError(f"{len(rows)} video rows for {input_ids.size(0)} sequences")
     grid = torch.cat([r['video_grid_thw'] for r in rows])
     n_tok = (input_ids == video_token_id).sum(-1).tolist()
     n_feat = (grid.prod(-1) // merge_size ** 2).tolist()
     for i, (a, b) in enumerate(zip(n_tok, n_feat)):
-        if a != b: raise RuntimeError(f"row {i}: {a} <|video_pad|> tokens but {b} video features (a vision token in the "
-                                      f"completion? they must be in generation_kwargs['suppress_tokens'])")
+        if a != b: raise RuntimeError(f"row {i}: {a} <|video_pad|> tokens but {b} video features (a vision token "
+                                      "in the completion? they must be in generation_kwargs['suppress_tokens'])")
     return dict(pixel_values_videos=torch.cat([r['pixel_values_videos'] for r in rows]), video_grid_thw=grid,
                 second_per_grid_ts=torch.cat([r['second_per_grid_ts'] for r in rows]),
                 mm_token_type_ids=mm_token_type_ids(input_ids, video_token_id, image_token_id).to(input_ids.device))
 
 # %% ../nbs/11_grpo.ipynb #2f4670df
 def _clean_messages(prompt: list[dict]) -> list[dict]:
-    "Messages with `None`-valued keys dropped from content parts: Arrow gives every part every key, and chat templates test `'video' in part`."
+    ("Messages with `None`-valued keys dropped from content parts: Arrow gives every part every key, "
+     "and chat templates test `'video' in part`.")
     out = []
     for m in prompt:
         c = m.get('content')
-        if isinstance(c, list): c = [{k: v for k, v in p.items() if v is not None} if isinstance(p, dict) else p for p in c]
+        if isinstance(c, list):
+            c = [{k: v for k, v in p.items() if v is not None} if isinstance(p, dict) else p for p in c]
         out.append({**{k: v for k, v in m.items() if v is not None}, 'content': c})
     return out
 
@@ -201,7 +242,8 @@ def _asks_for_video(prompt) -> bool:
 
 def _resolve_rewards(reward_funcs, args) -> list[Callable]:
     funcs = args.reward_funcs if reward_funcs is None else reward_funcs
-    funcs = reward_names(funcs) if isinstance(funcs, str) else list(funcs if isinstance(funcs, (list, tuple)) else [funcs])
+    funcs = (reward_names(funcs) if isinstance(funcs, str)
+             else list(funcs if isinstance(funcs, (list, tuple)) else [funcs]))
     funcs = [get_reward(f) if isinstance(f, str) else f for f in funcs]
     bad = [f for f in funcs if not callable(f)]
     if bad: raise TypeError(f"reward_funcs must be reward names or callables, got {bad}")
@@ -216,11 +258,13 @@ class TimeR1Trainer(GRPOTrainer):
     def __init__(self, model, args: TimeR1Config, train_dataset=None, eval_dataset=None, processing_class=None,
                  reward_funcs: str | Sequence[str | Callable] | None = None, callbacks=None,
                  frame_cache: FrameCache | str | os.PathLike | bool | None = None, **kwargs):
-        if not isinstance(args, TimeR1Config): raise TypeError(f"args must be a TimeR1Config, got {type(args).__name__}")
+        if not isinstance(args, TimeR1Config):
+            raise TypeError(f"args must be a TimeR1Config, got {type(args).__name__}")
         model, processing_class = model_for_training(model, processing_class, args.freeze_vision, args.train_merger,
                                                      args.model_init_kwargs)
         funcs = _resolve_rewards(reward_funcs, args)
-        gk = dict(args.generation_kwargs or {})   # never sample a vision placeholder (TRL suppresses only the image one)
+        # never sample a vision placeholder (TRL suppresses only the image one)
+        gk = dict(args.generation_kwargs or {})
         gk['suppress_tokens'] = sorted(set(gk.get('suppress_tokens') or []) | set(vision_token_ids(processing_class)))
         gk.setdefault('remove_invalid_values', True)   # a NaN logit row must not become a CUDA assert in sampling
         args.generation_kwargs = gk
@@ -230,12 +274,13 @@ class TimeR1Trainer(GRPOTrainer):
         self._pending_clips = None   # decoded clips of the rows being rolled out (read by _tokenize_prompts)
         self._video_ctx = None       # per-row video tensors of the rows being forwarded (read by the log-prob forward)
         self._samples: list[dict] = []
-        super().__init__(model=model, reward_funcs=funcs, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         processing_class=processing_class, callbacks=callbacks, **kwargs)
+        super().__init__(model=model, reward_funcs=funcs, args=args, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks, **kwargs)
         cfg = self.model.config
         self._video_token_id, self._image_token_id = cfg.video_token_id, getattr(cfg, 'image_token_id', None)
         self._merge_size = getattr(getattr(processing_class, 'video_processor', None), 'merge_size', 2)
-        self.add_callback(NonFiniteGradGuard())        # before the logger: it adds `nonfinite_grad_steps` to the log line
+        # before the logger: it adds `nonfinite_grad_steps` to the log line
+        self.add_callback(NonFiniteGradGuard())
         self.add_callback(GroundingLogCallback(self))
 
 # %% ../nbs/11_grpo.ipynb #b3b462b8
@@ -245,8 +290,8 @@ def _load_clips(self: TimeR1Trainer, inputs: list[dict]) -> list:
     memo, out = {}, []
     for i, row in enumerate(inputs):
         if 'video' not in row:
-            raise KeyError(f"row {row.get('id', i)}: no 'video' column; TimeR1Trainer needs video/clip/segment/duration "
-                           f"columns (see grounding_dataset)")
+            raise KeyError(f"row {row.get('id', i)}: no 'video' column; TimeR1Trainer needs "
+                           "video/clip/segment/duration columns (see grounding_dataset)")
         clip = row.get('clip')
         key = (str(row['video']), None if clip is None else tuple(float(c) for c in clip))
         if key not in memo:
@@ -281,9 +326,10 @@ def _tokenize_prompts(self: TimeR1Trainer, prompts: list):
     clips = self._pending_clips
     if clips is None:   # TRL's text path is only for prompts that provably have no video
         bad = [i for i, p in enumerate(prompts) if _asks_for_video(p)]
-        if bad: raise RuntimeError(f"TimeR1Trainer._tokenize_prompts: prompt(s) {bad[:5]} have a video part but no decoded "
-                                   f"clips are set (`_pending_clips` is None outside _generate_and_score_completions); "
-                                   f"TRL's text-only path would tokenize them without their video")
+        if bad: raise RuntimeError(f"TimeR1Trainer._tokenize_prompts: prompt(s) {bad[:5]} have a video part but no "
+                                   "decoded clips are set (`_pending_clips` is None outside "
+                                   "_generate_and_score_completions); "
+                                   "TRL's text-only path would tokenize them without their video")
         return super(TimeR1Trainer, self)._tokenize_prompts(prompts)
     if len(clips) != len(prompts): raise RuntimeError(f"{len(clips)} clips for {len(prompts)} prompts")
     proc, pad = self.processing_class, '<|video_pad|>'
@@ -291,8 +337,8 @@ def _tokenize_prompts(self: TimeR1Trainer, prompts: list):
                                       chat_template=self.chat_template, **self.chat_template_kwargs) for p in prompts]
     for i, t in enumerate(texts):
         if t.count(pad) != 1:
-            raise ValueError(f"prompt {i} renders {t.count(pad)} {pad} placeholders; a grounding prompt needs exactly one "
-                             f"{{'type': 'video'}} content part (see build_messages)")
+            raise ValueError(f"prompt {i} renders {t.count(pad)} {pad} placeholders; a grounding prompt needs "
+                             "exactly one {'type': 'video'} content part (see build_messages)")
     uniq, index = {}, []
     for t, c in zip(texts, clips): index.append(uniq.setdefault((t, id(c)), len(uniq)))
     first = {j: i for i, j in reversed(list(enumerate(index)))}
@@ -300,11 +346,13 @@ def _tokenize_prompts(self: TimeR1Trainer, prompts: list):
     enc = proc(text=[t for t, _ in uniq], **processor_video_kwargs(u_clips, proc), padding=True, return_tensors='pt')
     keep = enc['attention_mask'].bool()
     ids = [enc['input_ids'][j][keep[j]].tolist() for j in range(len(uniq))]
-    mm = [enc['mm_token_type_ids'][j][keep[j]].tolist() for j in range(len(uniq))] if 'mm_token_type_ids' in enc else None
+    mm = ([enc['mm_token_type_ids'][j][keep[j]].tolist() for j in range(len(uniq))]
+          if 'mm_token_type_ids' in enc else None)
     grid, dev = enc['video_grid_thw'], self.accelerator.device
     pix = enc['pixel_values_videos'].split(grid.prod(-1).tolist())
     spg = torch.as_tensor(enc['second_per_grid_ts'], dtype=torch.float32).reshape(-1)
-    u_rows = [dict(pixel_values_videos=pix[j].to(dev), video_grid_thw=grid[j:j + 1].to(dev), second_per_grid_ts=spg[j:j + 1].to(dev))
+    u_rows = [dict(pixel_values_videos=pix[j].to(dev), video_grid_thw=grid[j:j + 1].to(dev),
+                   second_per_grid_ts=spg[j:j + 1].to(dev))
               for j in range(len(uniq))]
     rows = [u_rows[j] for j in index]          # the G rollouts of a prompt share one tensor
     self._video_ctx = rows
@@ -323,15 +371,17 @@ def _get_per_token_logps_and_entropies(self: TimeR1Trainer, model, input_ids, at
     sup = super(TimeR1Trainer, self)._get_per_token_logps_and_entropies
     if rows is None:   # TRL's text path is only for sequences that provably have no video placeholder
         n = int((input_ids == self._video_token_id).sum())
-        if n: raise RuntimeError(f"TimeR1Trainer._get_per_token_logps_and_entropies: the input has {n} <|video_pad|> tokens "
-                                 f"but no video tensors are set (`_video_ctx` is None: pixel_values_videos, video_grid_thw, "
-                                 f"second_per_grid_ts, mm_token_type_ids); a forward without them is video-blind")
+        if n: raise RuntimeError(f"TimeR1Trainer._get_per_token_logps_and_entropies: the input has {n} <|video_pad|> "
+                                 "tokens but no video tensors are set (`_video_ctx` is None: pixel_values_videos, "
+                                 "video_grid_thw, second_per_grid_ts, mm_token_type_ids); "
+                                 "a forward without them is video-blind")
         return sup(model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, **kwargs)
     if len(rows) != input_ids.size(0): raise RuntimeError(f"{len(rows)} video rows for {input_ids.size(0)} sequences")
     bs = batch_size or input_ids.size(0)
     def chunks():
         for s in range(0, input_ids.size(0), bs):
-            kw = video_model_inputs(rows[s:s + bs], input_ids[s:s + bs], self._video_token_id, self._image_token_id, self._merge_size)
+            kw = video_model_inputs(rows[s:s + bs], input_ids[s:s + bs], self._video_token_id, self._image_token_id,
+                                    self._merge_size)
             yield dict(kw, _rows=min(bs, input_ids.size(0) - s))
     fwd = _VideoForward(model, chunks())
     out = sup(fwd, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, **kwargs)
@@ -388,10 +438,12 @@ class GroundingLogCallback(TrainerCallback):
         if not state.is_world_process_zero or not logs: return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         mode = 'eval' if any(k.startswith('eval_') for k in logs) else 'train'
-        append_jsonl(self.run_dir / 'metrics.jsonl', [{'step': state.global_step, 'epoch': state.epoch, 'mode': mode, **logs}])
+        append_jsonl(self.run_dir / 'metrics.jsonl',
+                     [{'step': state.global_step, 'epoch': state.epoch, 'mode': mode, **logs}])
         n = args.log_samples if self.n_samples is None else self.n_samples
         samples, self.trainer._samples = self.trainer._samples, []
-        if n and samples: append_jsonl(self.run_dir / 'completions.jsonl', [{**r, 'step': state.global_step} for r in samples[:n]])
+        if n and samples:
+            append_jsonl(self.run_dir / 'completions.jsonl', [{**r, 'step': state.global_step} for r in samples[:n]])
 
 # %% ../nbs/11_grpo.ipynb #f1ea1c15
 class NonFiniteGradGuard(TrainerCallback):
@@ -404,7 +456,8 @@ class NonFiniteGradGuard(TrainerCallback):
         if not grads or bool(torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all()): return
         for p in model.parameters(): p.grad = None    # torch optimizers leave parameters without a gradient untouched
         self.skipped += 1
-        print(f"[grpo] step {state.global_step + 1}: non-finite gradients, optimizer step skipped ({self.skipped} so far)")
+        print(f"[grpo] step {state.global_step + 1}: non-finite gradients, optimizer step skipped "
+              f"({self.skipped} so far)")
 
     def on_log(self, args, state, control, logs=None, **kw):
         if logs is not None and 'loss' in logs: logs['nonfinite_grad_steps'] = self.skipped

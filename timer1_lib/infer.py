@@ -72,7 +72,8 @@ def _n_new(row: torch.Tensor, eos: set[int]) -> tuple[int, bool]:
 
 def _build_generation_config(processor, model, max_new_tokens: int, gen: dict) -> GenerationConfig:
     tok = processor.tokenizer
-    eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tok.eos_token_id
+    eos = (model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None
+           else tok.eos_token_id)
     eos = [eos] if isinstance(eos, int) else list(eos)
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
     kw = {k: v for k, v in gen.items() if k != 'seed'}
@@ -94,7 +95,8 @@ def _check_items(items: Iterable[GroundingItem], batch_size: int) -> list[Ground
 
 # %% ../nbs/06_infer.ipynb #cfb56424
 def _open_predictions(out_path, config: dict, overwrite: bool = False) -> tuple[dict[str, dict], Any]:
-    "(records already in `out_path` by id, the file open to append to): resumes a run of the same `config`, else starts it."
+    ("(records already in `out_path` by id, the file open to append to): resumes a run of the same `config`, "
+     "else starts it.")
     if out_path is None: return {}, None
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,12 +118,14 @@ def _open_predictions(out_path, config: dict, overwrite: bool = False) -> tuple[
 
 # %% ../nbs/06_infer.ipynb #e4998324
 def _load_clips(items: list[GroundingItem], paths: list, video_config: VideoSamplingConfig, cache=True) -> list:
-    "The decoded clips (`VideoClip`) of `items`, whose videos are at `paths`; a failure names the item, video and window."
+    ("The decoded clips (`VideoClip`) of `items`, whose videos are at `paths`; "
+     "a failure names the item, video and window.")
     clips = []
     for it, p in zip(items, paths):
         try: clips.append(load_video(p, clip=it.clip, config=video_config, cache=cache))
         except Exception as e:
-            raise ValueError(f"item {it.id!r}: cannot load video '{p}' (clip={it.clip}): {type(e).__name__}: {e}") from e
+            raise ValueError(f"item {it.id!r}: cannot load video '{p}' (clip={it.clip}): "
+                             f"{type(e).__name__}: {e}") from e
     return clips
 
 # %% ../nbs/06_infer.ipynb #85d4f41e
@@ -176,7 +180,8 @@ def predict(model, processor, items: Iterable[GroundingItem], *, out_path=None, 
     items = _check_items(items, batch_size)
     video_config = video_config or VideoSamplingConfig()
     gen = generation_params(do_sample, temperature, top_p, top_k, repetition_penalty, seed)
-    config = run_config(model_path or _model_path(model), think, video_config, max_new_tokens, gen, batch_size=batch_size)
+    config = run_config(model_path or _model_path(model), think, video_config, max_new_tokens, gen,
+                        batch_size=batch_size)
     done, f = _open_predictions(out_path, config, overwrite)
     pending = [it for it in items if it.id not in done]
     paths = [resolve_video(it, video_root) for it in pending]   # a missing video fails here, naming its record

@@ -53,10 +53,12 @@ def _gt_windows(g: Any, i: int) -> tuple[tuple[float, float], ...]:
 def _point_hit(p: Any, t: float, tol: float) -> bool:
     try: a, b = sorted(float(x) for x in p)
     except Exception: return False
-    return math.isfinite(a) and math.isfinite(b) and a <= t <= b and b - a <= tol
+    # 1e-6 s of slack: a point answered exactly may come back as t ± 1e-14 after a clip/video time conversion
+    return math.isfinite(a) and math.isfinite(b) and a - 1e-6 <= t <= b + 1e-6 and b - a <= tol
 
 def item_iou(pred: Any, gt: Any, point_gt: str = DEFAULT_POINT_GT, point_tol: float = POINT_TOL) -> float:
-    "IoU of a parsed prediction (pair or None) with a ground truth: the best of its windows; a point window by `point_gt`."
+    ("IoU of a parsed prediction (pair or None) with a ground truth: the best of its windows; "
+     "a point window by `point_gt`.")
     _check_point_rule(point_gt, point_tol)
     best = 0.0
     for s, e in _gt_windows(gt, 0):
@@ -79,7 +81,8 @@ def point_gt_rule(point_gt: str = DEFAULT_POINT_GT, point_tol: float = POINT_TOL
 # %% ../nbs/01_metrics.ipynb #e00374f6
 def pred_ious(preds: Sequence[Any], gts: Sequence[Any], point_gt: str = DEFAULT_POINT_GT,
               point_tol: float = POINT_TOL) -> list[float]:
-    "`item_iou` of each prediction (pair, None or raw answer text) with its ground truth (pair or windows); unparsable → 0."
+    ("`item_iou` of each prediction (pair, None or raw answer text) with its ground truth (pair or windows); "
+     "unparsable → 0.")
     if len(preds) != len(gts): raise ValueError(f"{len(preds)} predictions for {len(gts)} ground truths")
     _check_point_rule(point_gt, point_tol)
     out = []
@@ -108,7 +111,8 @@ def _summarise(ious: Sequence[float], thresholds) -> dict[str, float]:
 
 def grounding_metrics(preds: Sequence[Any], gts: Sequence[Any], thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
                       point_gt: str = DEFAULT_POINT_GT, point_tol: float = POINT_TOL) -> dict[str, float]:
-    "R1@m (strict IoU > m) and mIoU in percent, plus `n`; preds are pairs, None or raw answer text; gts pairs or windows."
+    ("R1@m (strict IoU > m) and mIoU in percent, plus `n`; preds are pairs, None or raw answer text; "
+     "gts pairs or windows.")
     ts = _check_thresholds(thresholds)
     if len(preds) != len(gts): raise ValueError(f"{len(preds)} predictions for {len(gts)} ground truths")
     if len(preds) == 0: raise ValueError("grounding_metrics needs at least one prediction (got none)")
@@ -127,7 +131,8 @@ def grouped_metrics(preds: Sequence[Any], gts: Sequence[Any], groups: Sequence[H
     "One row of `grounding_metrics` per group (natural sort) plus an `all_name` row; index 'group'."
     ts = _check_thresholds(thresholds)
     if not len(preds) == len(gts) == len(groups):
-        raise ValueError(f"preds, gts and groups must have the same length, got {len(preds)}, {len(gts)}, {len(groups)}")
+        raise ValueError("preds, gts and groups must have the same length, "
+                         f"got {len(preds)}, {len(gts)}, {len(groups)}")
     if len(preds) == 0: raise ValueError("grouped_metrics needs at least one prediction (got none)")
     ious = pred_ious(preds, gts, point_gt, point_tol)
     by: dict[Hashable, list[float]] = {}

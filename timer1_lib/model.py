@@ -87,7 +87,8 @@ _MODEL_CLASSES = {'qwen2_5_vl': 'Qwen2_5_VLForConditionalGeneration', 'qwen2_vl'
 def _check_local(path) -> Path:
     p = Path(path).expanduser()
     if not p.is_dir() or not (p / 'config.json').is_file():
-        why = 'does not exist' if not p.exists() else ('is not a directory' if not p.is_dir() else 'has no config.json')
+        why = ('does not exist' if not p.exists()
+               else ('is not a directory' if not p.is_dir() else 'has no config.json'))
         raise FileNotFoundError(f"model path {str(path)!r} {why}: expected a local checkpoint directory with "
                                 f"config.json (timer1 never downloads from a hub; build one with make_tiny_model)")
     return p
@@ -98,7 +99,8 @@ def model_class(model_type: str):
     if name is None: raise ValueError(f"unsupported model_type {model_type!r}; supported: {sorted(_MODEL_CLASSES)}")
     cls = getattr(transformers, name, None)
     if cls is None:
-        raise ValueError(f"model_type {model_type!r} needs {name}, which transformers {transformers.__version__} lacks")
+        raise ValueError(f"model_type {model_type!r} needs {name}, "
+                         f"which transformers {transformers.__version__} lacks")
     return cls
 
 def vision_tower(model) -> torch.nn.Module:
@@ -154,7 +156,8 @@ def fractional_rope_index(get_rope_index):
         tps = self.config.vision_config.tokens_per_second
         spg = iter(torch.as_tensor(second_per_grid_ts, device=pos.device).reshape(-1))   # one per video, in order
         for b in range(input_ids.shape[0]):
-            keep = torch.ones_like(input_ids[b], dtype=torch.bool) if attention_mask is None else attention_mask[b].bool()
+            keep = (torch.ones_like(input_ids[b], dtype=torch.bool) if attention_mask is None
+                    else attention_mask[b].bool())
             for s, e in _video_spans(mm_token_type_ids[b] * keep):
                 p0 = pos[1, b, s:e].min()                                   # height ids start at P0
                 k = (pos[0, b, s:e] - p0) // tps
@@ -166,7 +169,8 @@ def fractional_rope_index(get_rope_index):
 
 # %% ../nbs/05_model.ipynb #8f09059c
 def fix_rope_index() -> bool:
-    "On transformers 5.3-5.17, make Qwen2.5-VL's temporal ids use the fractional `second_per_grid_ts` (as 5.18+); True if patched."
+    ("On transformers 5.3-5.17, make Qwen2.5-VL's temporal ids use the fractional `second_per_grid_ts` "
+     "(as 5.18+); True if patched.")
     if not rope_index_truncates(): return False
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
     if not hasattr(Qwen2_5_VLModel.get_rope_index, 'timer1_unfixed'):
@@ -287,12 +291,14 @@ TINY_SIZES = {   # mrope = (temporal, height, width) rotary pairs of head_dim/2;
                   v_depth=2, v_heads=4, v_ffn=192),
 }
 
+# %% ../nbs/05_model.ipynb #4f6ddc1a
 def _token_ids(tok) -> dict:
     ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     missing = [t for t, i in ids.items() if i is None or i == tok.unk_token_id]
     if missing: raise ValueError(f"tokenizer lacks Qwen special tokens {missing}")
     return ids
 
+# %% ../nbs/05_model.ipynb #6f23bb71
 def sync_token_ids(config, tok):
     "Point the config's special-token ids at `tok`'s and check `vocab_size >= len(tok)`; returns `config`."
     ids = _token_ids(tok)
@@ -305,12 +311,14 @@ def sync_token_ids(config, tok):
         c.bos_token_id, c.eos_token_id, c.pad_token_id = ids['<|endoftext|>'], ids['<|im_end|>'], ids['<|endoftext|>']
     return config
 
+# %% ../nbs/05_model.ipynb #3d4081e9
 def tiny_config(tok, size: str = 'test') -> Qwen2_5_VLConfig:
     "Config of a tiny Qwen2.5-VL (`size` in TINY_SIZES) whose vocab and token ids match `tok`."
     if size not in TINY_SIZES: raise ValueError(f"size must be one of {list(TINY_SIZES)}, got {size!r}")
     S, ids = TINY_SIZES[size], _token_ids(tok)
     if sum(S['mrope']) * 2 * S['heads'] != S['hidden']:
-        raise ValueError(f"TINY_SIZES[{size!r}]: mrope {S['mrope']} must cover head_dim/2 = {S['hidden'] // S['heads'] // 2} "
+        raise ValueError(f"TINY_SIZES[{size!r}]: mrope {S['mrope']} must cover "
+                         f"head_dim/2 = {S['hidden'] // S['heads'] // 2} "
                          f"rotary pairs (hidden {S['hidden']} / heads {S['heads']})")
     text = dict(bos_token_id=ids['<|endoftext|>'], eos_token_id=ids['<|im_end|>'], pad_token_id=ids['<|endoftext|>'],
                 vocab_size=len(tok), hidden_size=S['hidden'], intermediate_size=S['ffn'],
@@ -320,15 +328,18 @@ def tiny_config(tok, size: str = 'test') -> Qwen2_5_VLConfig:
                                      rope_theta=float(S.get('rope_theta', 1e6))))
     vision = dict(depth=S['v_depth'], hidden_size=S['v_hidden'], intermediate_size=S['v_ffn'], num_heads=S['v_heads'],
                   in_channels=3, out_hidden_size=S['hidden'], patch_size=14, spatial_merge_size=2,
-                  temporal_patch_size=2, window_size=112, fullatt_block_indexes=[S['v_depth'] - 1], tokens_per_second=2)
+                  temporal_patch_size=2, window_size=112, fullatt_block_indexes=[S['v_depth'] - 1],
+                  tokens_per_second=2)
     cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False)
     return sync_token_ids(cfg, tok)
 
+# %% ../nbs/05_model.ipynb #461c89e0
 def qwen_3b_config(text: dict | None = None, vision: dict | None = None, **kw) -> Qwen2_5_VLConfig:
     "Qwen2.5-VL-3B-Instruct's config (published values); `text`/`vision`/kw override fields (e.g. to scale it down)."
-    t = dict(vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-             num_key_value_heads=2, max_position_embeddings=128000, rms_norm_eps=1e-6, use_sliding_window=False,
-             sliding_window=32768, max_window_layers=70, hidden_act='silu', tie_word_embeddings=True,
+    t = dict(vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
+             num_attention_heads=16, num_key_value_heads=2, max_position_embeddings=128000, rms_norm_eps=1e-6,
+             use_sliding_window=False, sliding_window=32768, max_window_layers=70,
+             hidden_act='silu', tie_word_embeddings=True,
              rope_parameters=dict(rope_type='default', mrope_section=[16, 24, 24], rope_theta=1e6),
              bos_token_id=151643, eos_token_id=151645)
     v = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, in_channels=3, out_hidden_size=2048,
@@ -359,7 +370,8 @@ def _save_checkpoint(model, proc, config, out_dir: Path, save_weights: bool = Tr
         config.save_pretrained(out_dir)
     gen.save_pretrained(out_dir)
     proc.save_pretrained(out_dir)
-    (out_dir / 'timer1_model.json').write_text(json.dumps({'transformers': transformers.__version__, **(info or {})}, indent=1))
+    (out_dir / 'timer1_model.json').write_text(
+        json.dumps({'transformers': transformers.__version__, **(info or {})}, indent=1))
     return out_dir
 
 def make_tiny_model(out_dir, size: str = 'test', seed: int = 0, vocab_size: int = 1024) -> Path:
@@ -369,7 +381,8 @@ def make_tiny_model(out_dir, size: str = 'test', seed: int = 0, vocab_size: int 
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(cfg)
     n = sum(p.numel() for p in model.parameters())
-    return _save_checkpoint(model, make_processor(tok), cfg, Path(out_dir), info=dict(kind='tiny', size=size, seed=seed, params=n))
+    return _save_checkpoint(model, make_processor(tok), cfg, Path(out_dir),
+                            info=dict(kind='tiny', size=size, seed=seed, params=n))
 
 def make_random_model(config, out_dir, seed: int = 0, save_weights: bool = True, dtype=torch.bfloat16,
                       frame_pixels: tuple[int, int] = (56 * 56, 28 * 28 * 16384)) -> Path:
@@ -384,7 +397,8 @@ def make_random_model(config, out_dir, seed: int = 0, save_weights: bool = True,
     return _save_checkpoint(model, make_processor(tok, frame_pixels), cfg, Path(out_dir), save_weights,
                             info=dict(kind='random', seed=seed, weights=save_weights))
 
-def init_random_model(path, dtype=torch.bfloat16, attn_implementation: str | None = 'sdpa', device='cpu', seed: int = 0):
+def init_random_model(path, dtype=torch.bfloat16, attn_implementation: str | None = 'sdpa', device='cpu',
+                      seed: int = 0):
     "Random-weight model built from the config of checkpoint `path` directly on `device` (nothing read but config)."
     p = _check_local(path)
     fix_rope_index()

@@ -53,7 +53,8 @@ def _to_seconds(sign: str, tok: str) -> float | None:
     return v if math.isfinite(v) else None
 
 def parse_answer(text: Any) -> tuple[float, float] | None:
-    "Parse the first `a to b`-style pair in the last `<answer>` block (or whole text) into sorted `(s, e)` seconds; None if absent/invalid. Never raises."
+    ("Parse the first `a to b`-style pair in the last `<answer>` block (or whole text) into sorted `(s, e)` seconds; "
+     "None if absent/invalid. Never raises.")
     if not isinstance(text, str): return None
     m = _PAIR_RE.search(_answer_span(text))
     if m is None: return None
@@ -103,7 +104,8 @@ def _content_text(x: Any) -> str:
     out = []
     for p in x:
         if isinstance(p, str): out.append(p)
-        elif isinstance(p, dict) and isinstance(p.get('text'), str) and p.get('type', 'text') == 'text': out.append(p['text'])
+        elif isinstance(p, dict) and isinstance(p.get('text'), str) and p.get('type', 'text') == 'text':
+            out.append(p['text'])
     return ''.join(out)
 
 def completion_text(c: Any) -> str:
@@ -197,7 +199,8 @@ def _best(scorer, pred, segment, windows, duration, lo=0.0, hi=1.0) -> float:
     return max(_score(scorer, pred, g, duration, lo, hi) for g in _gt_windows(segment, windows))
 
 def segment_score(name: str, pred, gt, duration, windows=None) -> float:
-    "Score one parsed prediction `pred` (pair or None) against `gt` (or the best of `windows`) with the segment reward `name`."
+    ("Score one parsed prediction `pred` (pair or None) against `gt` (or the best of `windows`) "
+     "with the segment reward `name`.")
     if name not in _SCORERS: raise ValueError(f"unknown segment reward {name!r}; valid names: {', '.join(_SCORERS)}")
     return _best(_SCORERS[name], pred, gt, windows, duration, *REWARD_RANGES.get(name, (0.0, 1.0)))
 
@@ -206,7 +209,8 @@ def _column(x, col: str, n: int, name: str) -> Sequence:
         raise ValueError(f"reward {name!r} needs the dataset column {col!r} (TRL passes dataset columns as keyword "
                          f"arguments: add a {col!r} column to the dataset)")
     if isinstance(x, (str, bytes)) or not hasattr(x, '__len__'):
-        raise ValueError(f"reward {name!r}: {col!r} must be a list with one entry per completion, got {type(x).__name__}")
+        raise ValueError(f"reward {name!r}: {col!r} must be a list with one entry per completion, "
+                         f"got {type(x).__name__}")
     if len(x) != n: raise ValueError(f"reward {name!r}: {len(x)} {col!r} values for {n} completions")
     return x
 

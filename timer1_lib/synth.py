@@ -226,27 +226,39 @@ class SynthConfig:
     fps: float = field(default=4.0, metadata={'help': 'frames per second of the rendered mp4'})
     size: int = field(default=64, metadata={'help': 'frame width = height in pixels (even)'})
     grid: int = field(default=3, metadata={'help': 'the frame is a grid x grid board of cells, one object per cell'})
-    time_step: float = field(default=0.5, metadata={'help': 'event times are multiples of this (seconds; x fps must be an integer)'})
-    shapes: tuple = field(default=('square', 'circle', 'triangle', 'cross'), metadata={'help': f'object shapes, from {SHAPES}'})
+    time_step: float = field(default=0.5, metadata={'help': 'event times are multiples of this '
+                                                            '(seconds; x fps must be an integer)'})
+    shapes: tuple = field(default=('square', 'circle', 'triangle', 'cross'),
+                          metadata={'help': f'object shapes, from {SHAPES}'})
     colours: tuple = field(default=tuple(OBJECT_COLOURS), metadata={'help': 'object colours, from OBJECT_COLOURS'})
     backgrounds: tuple = field(default=tuple(BG_COLOURS), metadata={'help': 'background colours, from BG_COLOURS'})
     objects: tuple = field(default=(2, 3), metadata={'help': '(min, max) active objects per video (scripted events)'})
     distractors: tuple = field(default=(1, 2), metadata={'help': '(min, max) distractor objects per video'})
-    similar_distractors: float = field(default=0.5, metadata={'help': 'probability a distractor copies the shape or colour of an earlier object'})
+    similar_distractors: float = field(default=0.5, metadata={'help': 'probability a distractor copies the shape '
+                                                                      'or colour of an earlier object'})
     bg_changes: tuple = field(default=(1, 2), metadata={'help': '(min, max) background colour changes per video'})
     reappear: float = field(default=0.4, metadata={'help': 'probability an active object appears twice'})
-    p_move: float = field(default=0.6, metadata={'help': 'probability of a move (to an adjacent cell) per appearance; a second move with half of it'})
+    p_move: float = field(default=0.6, metadata={'help': 'probability of a move (to an adjacent cell) per appearance; '
+                                                         'a second move with half of it'})
     p_recolour: float = field(default=0.4, metadata={'help': 'probability of a gradual colour change per appearance'})
-    p_multiply: float = field(default=0.3, metadata={'help': 'probability an appearance splits into 2-4 copies for a while'})
+    p_multiply: float = field(default=0.3, metadata={'help': 'probability an appearance splits into 2-4 copies '
+                                                             'for a while'})
     p_distractor_move: float = field(default=0.2, metadata={'help': 'probability a distractor moves once'})
-    span: tuple = field(default=(0.2, 0.6), metadata={'help': '(min, max) length of one appearance as a fraction of the video'})
+    span: tuple = field(default=(0.2, 0.6), metadata={'help': '(min, max) length of one appearance as a fraction '
+                                                              'of the video'})
     span_dist: str = field(default='uniform', metadata={'help': "'uniform' or 'loguniform' over `span`"})
-    transition: tuple = field(default=(1.0, 2.5), metadata={'help': '(min, max) seconds a move / colour change / background change takes (capped at 25% of the video)'})
-    queries_per_video: int = field(default=2, metadata={'help': 'queries per video (distinct sentences, distinct types when possible)'})
+    transition: tuple = field(default=(1.0, 2.5), metadata={'help': '(min, max) seconds a move / colour change / '
+                                                                    'background change takes '
+                                                                    '(capped at 25% of the video)'})
+    queries_per_video: int = field(default=2, metadata={'help': 'queries per video (distinct sentences, '
+                                                                'distinct types when possible)'})
     qtypes: tuple = field(default=QTYPES, metadata={'help': 'query types to generate'})
-    qtype_weights: dict | None = field(default=None, metadata={'help': 'relative weight per query type (default: equal); balanced greedily over the split'})
+    qtype_weights: dict | None = field(default=None, metadata={'help': 'relative weight per query type '
+                                                                       '(default: equal); balanced greedily '
+                                                                       'over the split'})
     heldout_qtypes: tuple = field(default=(), metadata={'help': 'query types that appear only in the test split'})
-    test_frac: float = field(default=0.2, metadata={'help': 'fraction of videos in the test split (no video is shared)'})
+    test_frac: float = field(default=0.2, metadata={'help': 'fraction of videos in the test split '
+                                                            '(no video is shared)'})
     max_rel_len: float = field(default=0.9, metadata={'help': 'longest allowed answer as a fraction of the video'})
     crf: int = field(default=15, metadata={'help': 'libx264 constant rate factor (lower = better quality)'})
 
@@ -262,7 +274,8 @@ def _normalise(self: SynthConfig):
         kind = int if k in ('objects', 'distractors', 'bg_changes') else float
         lo, hi = {'span': (1e-3, 1.0), 'duration': (1e-3, math.inf)}.get(k, (0, math.inf))
         setattr(self, k, _rng_pair(k, getattr(self, k), kind, lo, hi))
-    for k in ('shapes', 'colours', 'backgrounds', 'qtypes', 'heldout_qtypes'): setattr(self, k, tuple(getattr(self, k)))
+    for k in ('shapes', 'colours', 'backgrounds', 'qtypes', 'heldout_qtypes'):
+        setattr(self, k, tuple(getattr(self, k)))
 
 # %% ../nbs/04_synth.ipynb #1288807c
 @patch
@@ -281,24 +294,32 @@ def _check_frames(self: SynthConfig):
     if self.fps <= 0: raise ValueError(f'fps must be > 0, got {self.fps}')
     q = self.time_step * self.fps
     if self.time_step <= 0 or abs(q - round(q)) > 1e-9 or round(q) < 1:
-        raise ValueError(f'time_step * fps must be a positive integer (frames per step), got {self.time_step} * {self.fps}')
+        raise ValueError('time_step * fps must be a positive integer (frames per step), '
+                         f'got {self.time_step} * {self.fps}')
     if self.duration[0] < 8 * self.time_step:
-        raise ValueError(f'duration min {self.duration[0]} s is too short: need >= 8 time steps ({8 * self.time_step} s)')
-    if self.size % 2 or self.size < 32: raise ValueError(f'size must be even and >= 32 (libx264 yuv420p), got {self.size}')
+        raise ValueError(f'duration min {self.duration[0]} s is too short: '
+                         f'need >= 8 time steps ({8 * self.time_step} s)')
+    if self.size % 2 or self.size < 32:
+        raise ValueError(f'size must be even and >= 32 (libx264 yuv420p), got {self.size}')
     if not 2 <= self.grid <= 8: raise ValueError(f'grid must be in [2, 8], got {self.grid}')
-    if self.size / self.grid < 14: raise ValueError(f'cells of {self.size / self.grid:.1f} px are too small: need size/grid >= 14')
+    if self.size / self.grid < 14:
+        raise ValueError(f'cells of {self.size / self.grid:.1f} px are too small: need size/grid >= 14')
     if self.objects[1] + self.distractors[1] > self.grid ** 2:
-        raise ValueError(f'{self.objects[1]} objects + {self.distractors[1]} distractors do not fit {self.grid}x{self.grid} cells')
+        raise ValueError(f'{self.objects[1]} objects + {self.distractors[1]} distractors do not fit '
+                         f'{self.grid}x{self.grid} cells')
     if self.objects[1] < 1: raise ValueError('objects max must be >= 1')
 
 # %% ../nbs/04_synth.ipynb #58d6f236
 @patch
 def _check_script(self: SynthConfig):
     for k in ('similar_distractors', 'reappear', 'p_move', 'p_recolour', 'p_multiply', 'p_distractor_move'):
-        if not 0 <= getattr(self, k) <= 1: raise ValueError(f'{k} must be a probability in [0, 1], got {getattr(self, k)}')
+        if not 0 <= getattr(self, k) <= 1:
+            raise ValueError(f'{k} must be a probability in [0, 1], got {getattr(self, k)}')
     for k in ('duration_dist', 'span_dist'):
-        if getattr(self, k) not in ('uniform', 'loguniform'): raise ValueError(f"{k} must be 'uniform' or 'loguniform', got {getattr(self, k)!r}")
-    if self.transition[0] < self.time_step: raise ValueError(f'transition min must be >= time_step ({self.time_step} s)')
+        if getattr(self, k) not in ('uniform', 'loguniform'):
+            raise ValueError(f"{k} must be 'uniform' or 'loguniform', got {getattr(self, k)!r}")
+    if self.transition[0] < self.time_step:
+        raise ValueError(f'transition min must be >= time_step ({self.time_step} s)')
 
 # %% ../nbs/04_synth.ipynb #908bd350
 @patch
@@ -309,7 +330,8 @@ def _check_queries(self: SynthConfig):
         bad = [k for k, w in self.qtype_weights.items() if k not in QTYPES or not w >= 0]
         if bad: raise ValueError(f'qtype_weights: bad entries {bad} (names from QTYPES, weights >= 0)')
     if not set(self.heldout_qtypes) <= set(self.qtypes): raise ValueError('heldout_qtypes must be a subset of qtypes')
-    if set(self.heldout_qtypes) == set(self.qtypes): raise ValueError('heldout_qtypes leaves no query type for training')
+    if set(self.heldout_qtypes) == set(self.qtypes):
+        raise ValueError('heldout_qtypes leaves no query type for training')
     if not 0 <= self.test_frac < 1: raise ValueError(f'test_frac must be in [0, 1), got {self.test_frac}')
     if self.heldout_qtypes and round(self.test_frac * self.n_videos) == 0:
         raise ValueError('heldout_qtypes need test videos: raise test_frac or n_videos')
@@ -347,7 +369,8 @@ def tiny(cls: SynthConfig, **kw) -> SynthConfig:
 # %% ../nbs/04_synth.ipynb #8ac9e9a9
 @patch(cls_method=True)
 def learn(cls: SynthConfig, **kw) -> SynthConfig:
-    "The CPU training default: 8-20 s 56x56 videos on a 2x2 grid at 2 fps, whole-second events, no colour changes, 3 query types."
+    ("The CPU training default: 8-20 s 56x56 videos on a 2x2 grid at 2 fps, whole-second events, "
+     "no colour changes, 3 query types.")
     return cls(**({'n_videos': 1000, 'duration': (8.0, 20.0), 'size': 56, 'grid': 2, 'fps': 2.0, 'time_step': 1.0,
                    'objects': (1, 2), 'distractors': (1, 2), 'bg_changes': (0, 2), 'reappear': 0.5, 'p_recolour': 0.0,
                    'transition': (1.0, 2.0), 'span': (0.15, 0.5),
@@ -406,7 +429,8 @@ class _Builder:
         return lo + self.Q * int(self.rng.integers(0, (hi - lo) // self.Q + 1))
     def _len(self, lo_s: float, hi_s: float, dist: str = 'uniform', min_frames: int = 0) -> int:
         lo, hi = lo_s * self.cfg.fps, max(lo_s, hi_s) * self.cfg.fps
-        v = math.exp(self.rng.uniform(math.log(lo), math.log(hi))) if dist == 'loguniform' else self.rng.uniform(lo, hi)
+        v = (math.exp(self.rng.uniform(math.log(lo), math.log(hi))) if dist == 'loguniform'
+             else self.rng.uniform(lo, hi))
         return max(min_frames, self.Q, int(round(v / self.Q)) * self.Q)
     def trans_len(self) -> int:
         lo, hi = self.cfg.transition
@@ -607,24 +631,30 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
                 'During which part of the video is there {np} on the screen?'),
     'visible_shape': ('When is {np} of any colour visible?', 'When can {np} be seen?'),
     'visible_colour': ('When is something {c} on the screen?', 'When can a {c} shape be seen?'),
-    'nth_visible': ('When is {np} visible for the {ord} time?', 'When does {np} appear for the {ord} time, and until when does it stay?'),
+    'nth_visible': ('When is {np} visible for the {ord} time?',
+                    'When does {np} appear for the {ord} time, and until when does it stay?'),
     'after': ('After {anchor}, when is {np} visible?', 'When is {np} visible after {anchor}?'),
     'before': ('Before {anchor}, when is {np} visible?', 'When is {np} visible before {anchor}?'),
-    'while_bg': ('When is {np} visible while the background is {bgc}?', 'When can {np} be seen on a {bgc} background?'),
+    'while_bg': ('When is {np} visible while the background is {bgc}?',
+                 'When can {np} be seen on a {bgc} background?'),
     'together': ('When are {np} and {np2} visible at the same time?', 'When can both {np} and {np2} be seen?'),
     'recolour': ('When does {the} turn {c2}?', 'When does the {shape} change colour from {c1} to {c2}?'),
     'recolour_any': ('When does {the} change colour?', 'When does {the} start and finish changing its colour?'),
     'count': ('When are there exactly {n} {pl} on the screen?', 'When can exactly {n} {pl} be seen at the same time?'),
-    'count_shape': ('When are there exactly {n} {pl} (of any colour) on the screen?', 'When can exactly {n} {pl} be seen at the same time?'),
+    'count_shape': ('When are there exactly {n} {pl} (of any colour) on the screen?',
+                    'When can exactly {n} {pl} be seen at the same time?'),
     'count_all': ('When are there exactly {n} objects on the screen?', 'When can exactly {n} shapes be seen at once?'),
     'move_dir': ('When does {the} move {dir}?', 'When is {the} moving {dir}?'),
     'move': ('When is {the} moving?', 'When does {the} move to another place?'),
     'nth_move': ('When does {the} move for the {ord} time?', 'When is {the} moving for the {ord} time?'),
     'bg': ('When is the background {bgc}?', 'During which part of the video is the background {bgc}?'),
-    'nth_bg': ('When is the background {bgc} for the {ord} time?', 'When does the background become {bgc} for the {ord} time, and how long does it stay?'),
-    'bg_change': ('When does the background change from {c1} to {c2}?', 'When does the background colour shift from {c1} to {c2}?'),
+    'nth_bg': ('When is the background {bgc} for the {ord} time?',
+               'When does the background become {bgc} for the {ord} time, and how long does it stay?'),
+    'bg_change': ('When does the background change from {c1} to {c2}?',
+                  'When does the background colour shift from {c1} to {c2}?'),
     'bg_turn': ('When does the background turn {c2}?', 'When does the background change its colour to {c2}?'),
-    'nth_bg_change': ('When does the background change colour for the {ord} time?', 'When is the {ord} background colour change?')}
+    'nth_bg_change': ('When does the background change colour for the {ord} time?',
+                      'When is the {ord} background colour change?')}
 
 def _np(shape, colour, definite=False) -> str:
     art = 'the' if definite else 'a'
@@ -660,9 +690,26 @@ def describe(family: str, p: dict, rng: np.random.Generator) -> str:
 # %% ../nbs/04_synth.ipynb #694ea10d
 def _V(s, c): return {'op': 'visible', 'shape': s, 'colour': c}
 
-def query_candidates(scene: Scene, max_rel_len: float = 0.9) -> list[dict]:
-    "Every valid (single-interval, informative) query program of `scene`: dicts with family, qtype, program, frames."
-    facts = scene.facts; evaluator = _Eval(facts); n_frames = facts.n
+@dataclass
+class _Atoms:
+    "What a scene can be asked about (each list sorted): its objects, shapes, colours, backgrounds and events."
+    evaluator: _Eval
+    pairs: list            # (shape, colour) of every object seen
+    shapes: list
+    colours: list
+    backgrounds: list      # background colours shown
+    bg_changes: list       # (from, to)
+    moves: list            # (shape, colour, dir)
+    recolours: list        # (shape, from, to)
+    moving_objects: list   # (shape, colour)
+    def counts(self, shape, colour) -> list[int]:
+        "The counts >= 2 reached by objects of `shape` and `colour` (None = any)."
+        return sorted(set(self.evaluator._obj(shape, colour).sum(1).tolist()) - {0, 1})
+
+# %% ../nbs/04_synth.ipynb #5e0fb201
+def _scene_atoms(scene: Scene) -> _Atoms:
+    "The `_Atoms` of `scene`, read off its facts and events."
+    facts = scene.facts; evaluator = _Eval(facts)
     present = evaluator.present & (facts.col >= 0)
     pairs = sorted({(SHAPES[shape], _OBJ[colour]) for shape, colour in zip(facts.shape[present], facts.col[present])})
     shapes = sorted({shape for shape, _ in pairs}); colours = sorted({colour for _, colour in pairs})
@@ -673,57 +720,85 @@ def query_candidates(scene: Scene, max_rel_len: float = 0.9) -> list[dict]:
     moves = sorted({(e['shape'], e['colour'], e['dir']) for e in scene.events if e['kind'] == 'move'})
     recolours = sorted({(e['shape'], e['from'], e['to']) for e in scene.events if e['kind'] == 'recolour'})
     moving_objects = sorted({(shape, colour) for shape, colour, _ in moves})
+    return _Atoms(evaluator=evaluator, pairs=pairs, shapes=shapes, colours=colours, backgrounds=backgrounds,
+                  bg_changes=bg_changes, moves=moves, recolours=recolours, moving_objects=moving_objects)
+
+# %% ../nbs/04_synth.ipynb #3ab3684a
+def _object_candidates(a: _Atoms) -> list[tuple[str, dict]]:
+    "(family, program) about objects: per object (visible, count, while_bg, together), then per shape, colour, all."
     candidates = []
-    def counts(shape, colour): return sorted(set(evaluator._obj(shape, colour).sum(1).tolist()) - {0, 1})
-    for shape, colour in pairs:
+    for shape, colour in a.pairs:
         candidates += [('visible', _V(shape, colour))]
         candidates += [('count', {'op': 'count', 'shape': shape, 'colour': colour, 'n': k})
-                       for k in counts(shape, colour)]
+                       for k in a.counts(shape, colour)]
         candidates += [('while_bg', {'op': 'and', 'a': _V(shape, colour), 'b': {'op': 'bg', 'colour': bg}})
-                       for bg in backgrounds]
+                       for bg in a.backgrounds]
         candidates += [('together', {'op': 'and', 'a': _V(shape, colour), 'b': _V(*other)})
-                       for other in pairs if other > (shape, colour)]
-    candidates += [('visible_shape', _V(shape, None)) for shape in shapes]
-    candidates += [('visible_colour', _V(None, colour)) for colour in colours]
+                       for other in a.pairs if other > (shape, colour)]
+    candidates += [('visible_shape', _V(shape, None)) for shape in a.shapes]
+    candidates += [('visible_colour', _V(None, colour)) for colour in a.colours]
     candidates += [('count_shape', {'op': 'count', 'shape': shape, 'colour': None, 'n': k})
-                   for shape in shapes for k in counts(shape, None)]
-    candidates += [('count_all', {'op': 'count', 'shape': None, 'colour': None, 'n': k}) for k in counts(None, None)]
-    for shape, colour, direction in moves:
+                   for shape in a.shapes for k in a.counts(shape, None)]
+    candidates += [('count_all', {'op': 'count', 'shape': None, 'colour': None, 'n': k}) for k in a.counts(None, None)]
+    return candidates
+
+# %% ../nbs/04_synth.ipynb #eaad83b4
+def _event_candidates(a: _Atoms) -> list[tuple[str, dict]]:
+    "(family, program) about events: moves, colour changes, background states and changes."
+    candidates = []
+    for shape, colour, direction in a.moves:
         candidates += [('move_dir', {'op': 'moving', 'shape': shape, 'colour': colour, 'dir': direction})]
-    for shape, colour in moving_objects:
+    for shape, colour in a.moving_objects:
         candidates += [('move', {'op': 'moving', 'shape': shape, 'colour': colour, 'dir': None})]
-    for shape, old, new in recolours:
+    for shape, old, new in a.recolours:
         candidates += [('recolour', {'op': 'recolour', 'shape': shape, 'from': old, 'to': new})]
-    for shape, old in sorted({(shape, old) for shape, old, _ in recolours}):
+    for shape, old in sorted({(shape, old) for shape, old, _ in a.recolours}):
         candidates += [('recolour_any', {'op': 'recolour', 'shape': shape, 'from': old, 'to': None})]
-    candidates += [('bg', {'op': 'bg', 'colour': bg}) for bg in backgrounds]
-    candidates += [('bg_change', {'op': 'bg_change', 'from': old, 'to': new}) for old, new in bg_changes]
+    candidates += [('bg', {'op': 'bg', 'colour': bg}) for bg in a.backgrounds]
+    candidates += [('bg_change', {'op': 'bg_change', 'from': old, 'to': new}) for old, new in a.bg_changes]
     candidates += [('bg_turn', {'op': 'bg_change', 'from': None, 'to': new})
-                   for new in sorted({new for _, new in bg_changes})]
-    # ordinals over atoms with >= 2 intervals
-    ordinal_bases = ([('nth_visible', _V(shape, colour)) for shape, colour in pairs] +
+                   for new in sorted({new for _, new in a.bg_changes})]
+    return candidates
+
+# %% ../nbs/04_synth.ipynb #348da3e3
+def _ordinal_candidates(a: _Atoms) -> list[tuple[str, dict]]:
+    "(family, program) of ordinals (`nth`: 1st, 2nd, ..., last) over the atoms with >= 2 intervals."
+    ordinal_bases = ([('nth_visible', _V(shape, colour)) for shape, colour in a.pairs] +
                      [('nth_move', {'op': 'moving', 'shape': shape, 'colour': colour, 'dir': None})
-                      for shape, colour in moving_objects] +
-                     [('nth_bg', {'op': 'bg', 'colour': bg}) for bg in backgrounds] +
+                      for shape, colour in a.moving_objects] +
+                     [('nth_bg', {'op': 'bg', 'colour': bg}) for bg in a.backgrounds] +
                      [('nth_bg_change', {'op': 'bg_change', 'from': None, 'to': None})])
+    candidates = []
     for family, base in ordinal_bases:
-        n_intervals = len(evaluator.intervals(base))
+        n_intervals = len(a.evaluator.intervals(base))
         if n_intervals >= 2:
             candidates += [(family, {'op': 'nth', 'k': k, 'of': base}) for k in list(range(1, n_intervals)) + [-1]]
-    # before / after: anchors are atoms with a single interval
-    anchors = ([{'op': 'bg_change', 'from': old, 'to': new} for old, new in bg_changes] +
+    return candidates
+
+# %% ../nbs/04_synth.ipynb #baebcb53
+def _before_after_candidates(a: _Atoms) -> list[tuple[str, dict]]:
+    "(family, program) of after/before: anchors are atoms with a single interval, targets objects with >= 2."
+    anchors = ([{'op': 'bg_change', 'from': old, 'to': new} for old, new in a.bg_changes] +
                [{'op': 'moving', 'shape': shape, 'colour': colour, 'dir': direction}
-                for shape, colour, direction in moves] +
-               [{'op': 'recolour', 'shape': shape, 'from': old, 'to': new} for shape, old, new in recolours] +
-               [_V(shape, colour) for shape, colour in pairs])
-    anchors = [anchor for anchor in anchors if len(evaluator.intervals(anchor)) == 1]
-    for shape, colour in pairs:
+                for shape, colour, direction in a.moves] +
+               [{'op': 'recolour', 'shape': shape, 'from': old, 'to': new} for shape, old, new in a.recolours] +
+               [_V(shape, colour) for shape, colour in a.pairs])
+    anchors = [anchor for anchor in anchors if len(a.evaluator.intervals(anchor)) == 1]
+    candidates = []
+    for shape, colour in a.pairs:
         target = _V(shape, colour)
-        if len(evaluator.intervals(target)) < 2: continue
+        if len(a.evaluator.intervals(target)) < 2: continue
         for anchor in anchors:
             if anchor == target: continue
             candidates += [('after', {'op': 'after', 'anchor': anchor, 'of': target}),
                            ('before', {'op': 'before', 'anchor': anchor, 'of': target})]
+    return candidates
+
+# %% ../nbs/04_synth.ipynb #1f1c2606
+def query_candidates(scene: Scene, max_rel_len: float = 0.9) -> list[dict]:
+    "Every valid (single-interval, informative) query program of `scene`: dicts with family, qtype, program, frames."
+    a = _scene_atoms(scene); evaluator = a.evaluator; n_frames = scene.facts.n
+    candidates = _object_candidates(a) + _event_candidates(a) + _ordinal_candidates(a) + _before_after_candidates(a)
     out = []
     for family, program in candidates:
         intervals = evaluator.intervals(program)
@@ -784,7 +859,8 @@ def render(scene: Scene) -> np.ndarray:
     bg = (1 - scene.bg_t)[:, None] * _BG_RGB[scene.bg_a] + scene.bg_t[:, None] * _BG_RGB[scene.bg_b]
     frames = np.empty((f.n, g.size, g.size, 3), np.uint8); frames[:] = np.round(bg).astype(np.uint8)[:, None, None]
     masks = [shape_mask(sh, s) for sh in SHAPES]
-    rgb = np.round((1 - scene.col_t)[..., None] * _OBJ_RGB[scene.col_a] + scene.col_t[..., None] * _OBJ_RGB[scene.col_b]).astype(np.uint8)
+    rgb = np.round((1 - scene.col_t)[..., None] * _OBJ_RGB[scene.col_a]
+                   + scene.col_t[..., None] * _OBJ_RGB[scene.col_b]).astype(np.uint8)
     for i, k in zip(*np.nonzero(f.shape >= 0)):
         x0, y0 = f.x[i, k] - h, f.y[i, k] - h
         frames[i, y0:y0 + s, x0:x0 + s][masks[f.shape[i, k]]] = rgb[i, k]
@@ -835,7 +911,8 @@ def detect_facts(frames: np.ndarray, geom: Geometry, fps: float, fg_tol: float =
     s = geom.s; masks = np.stack([shape_mask(sh, s) for sh in SHAPES]); n = len(frames)
     dets = []
     for fr in frames.astype(np.float32):
-        ring = np.concatenate([fr[:2].reshape(-1, 3), fr[-2:].reshape(-1, 3), fr[:, :2].reshape(-1, 3), fr[:, -2:].reshape(-1, 3)])
+        ring = np.concatenate([fr[:2].reshape(-1, 3), fr[-2:].reshape(-1, 3),
+                               fr[:, :2].reshape(-1, 3), fr[:, -2:].reshape(-1, 3)])
         bgc = np.median(ring, 0)
         lab = _components(np.linalg.norm(fr - bgc, axis=-1) > fg_tol)
         ycc = fr @ _YCC.T; bgy = bgc @ _YCC.T
@@ -851,7 +928,8 @@ def detect_facts(frames: np.ndarray, geom: Geometry, fps: float, fg_tol: float =
             rgb = np.array([luma, *np.median(ch[cd >= np.percentile(cd, 75)], 0)], np.float32) @ _YCC_INV.T
             # refine the mask: pixels more than half-way from the background to the object colour
             u = rgb - bgc; a = ((fr - bgc) @ u) / max(float(u @ u), 1e-6)
-            grown = m.copy(); grown[1:] |= m[:-1]; grown[:-1] |= m[1:]; grown[:, 1:] |= m[:, :-1]; grown[:, :-1] |= m[:, 1:]
+            grown = m.copy(); grown[1:] |= m[:-1]; grown[:-1] |= m[1:]
+            grown[:, 1:] |= m[:, :-1]; grown[:, :-1] |= m[:, 1:]
             m = grown & (a > 0.5)
             ys, xs = np.nonzero(m)
             cx, cy = int(round((xs.min() + xs.max()) / 2)), int(round((ys.min() + ys.max()) / 2))
@@ -926,14 +1004,16 @@ def _records(p: VideoPlan, heldout) -> list:
     from timer1_lib.data import GroundingItem
     vid = p.video_id; fps = p.scene.facts.fps
     return [GroundingItem(id=f'synth-{vid}-{j}', video=f'videos/{vid}.mp4', duration=p.scene.duration,
-                          query=q['sentence'], segment=(round(q['frames'][0] / fps, 6), round(q['frames'][1] / fps, 6)),
+                          query=q['sentence'],
+                          segment=(round(q['frames'][0] / fps, 6), round(q['frames'][1] / fps, 6)),
                           source='synth', qtype=q['qtype'],
                           meta={'split': p.split, 'captions': p.scene.captions, 'family': q['family'],
                                 'program': q['program'], 'heldout': q['qtype'] in heldout})
             for j, q in enumerate(p.queries)]
 
 # %% ../nbs/04_synth.ipynb #0b779007
-def generate(cfg: SynthConfig, out_dir, workers: int = 1, overwrite: bool = False, progress: bool = False) -> SynthSplits:
+def generate(cfg: SynthConfig, out_dir, workers: int = 1, overwrite: bool = False,
+             progress: bool = False) -> SynthSplits:
     "Write the SynthTVG videos and TimeRFT annotations of `cfg` to `out_dir` (reused when already complete)."
     from timer1_lib.data import write_timerft
     root = Path(out_dir); man_p = root / 'manifest.json'; h = cfg.config_hash()
@@ -944,10 +1024,12 @@ def generate(cfg: SynthConfig, out_dir, workers: int = 1, overwrite: bool = Fals
             names = ['train.json', 'test.json', 'captions.json', 'heldout_types.json'] + man.get('videos', [])
             if all((root / x).exists() for x in names): return SynthSplits(root, cfg, man, reused=True)
         elif man.get('config_hash') not in (None, h) and not overwrite:
-            raise FileExistsError(f'{root} holds a different SynthTVG generation (config_hash {man.get("config_hash")} != {h}); '
+            raise FileExistsError(f'{root} holds a different SynthTVG generation '
+                                  f'(config_hash {man.get("config_hash")} != {h}); '
                                   'pass overwrite=True or use another out_dir')
     elif root.exists() and any(root.iterdir()) and not overwrite and not (root / 'videos').exists():
-        raise FileExistsError(f'{root} is not empty and has no SynthTVG manifest; pass overwrite=True or use another out_dir')
+        raise FileExistsError(f'{root} is not empty and has no SynthTVG manifest; '
+                              'pass overwrite=True or use another out_dir')
     if man_p.exists(): man_p.unlink()
     if overwrite and (root / 'videos').exists(): shutil.rmtree(root / 'videos')
     t0 = time.perf_counter()

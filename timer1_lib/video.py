@@ -36,23 +36,37 @@ _logger = logging.getLogger(__name__)
 @dataclass
 class VideoSamplingConfig:
     "Frame sampling and resizing as Time-R1 / qwen-vl-utils `fetch_video` do it (defaults = Time-R1 training/eval)."
-    fps: float = field(default=2.0, metadata={"help": "Target sampling rate in frames per second of clip time (qwen-vl-utils FPS)."})
-    min_frames: int = field(default=4, metadata={"help": "Minimum number of sampled frames (FPS_MIN_FRAMES); rounded up to `frame_factor`."})
-    max_frames: int = field(default=768, metadata={"help": "Maximum number of sampled frames (FPS_MAX_FRAMES); rounded down to `frame_factor`."})
-    total_pixels: int = field(default=3584 * 28 * 28, metadata={"help": "Pixel budget of the whole video, split over frames (Time-R1: 3584*28*28 = 3584 visual tokens)."})
-    min_pixels: int = field(default=16 * 28 * 28, metadata={"help": "Minimum pixels per frame (Time-R1: 16*28*28; the per-frame cap is never below 1.05x this)."})
-    max_pixels: int = field(default=768 * 28 * 28, metadata={"help": "Maximum pixels per frame (VIDEO_MAX_PIXELS = 768*28*28)."})
-    image_factor: int = field(default=28, metadata={"help": "Frame height/width are multiples of this (patch 14 x spatial merge 2)."})
+    fps: float = field(default=2.0, metadata={"help":
+        "Target sampling rate in frames per second of clip time (qwen-vl-utils FPS)."})
+    min_frames: int = field(default=4, metadata={"help":
+        "Minimum number of sampled frames (FPS_MIN_FRAMES); rounded up to `frame_factor`."})
+    max_frames: int = field(default=768, metadata={"help":
+        "Maximum number of sampled frames (FPS_MAX_FRAMES); rounded down to `frame_factor`."})
+    total_pixels: int = field(default=3584 * 28 * 28, metadata={"help":
+        "Pixel budget of the whole video, split over frames (Time-R1: 3584*28*28 = 3584 visual tokens)."})
+    min_pixels: int = field(default=16 * 28 * 28, metadata={"help":
+        "Minimum pixels per frame (Time-R1: 16*28*28; the per-frame cap is never below 1.05x this)."})
+    max_pixels: int = field(default=768 * 28 * 28, metadata={"help":
+        "Maximum pixels per frame (VIDEO_MAX_PIXELS = 768*28*28)."})
+    image_factor: int = field(default=28, metadata={"help":
+        "Frame height/width are multiples of this (patch 14 x spatial merge 2)."})
     frame_factor: int = field(default=2, metadata={"help": "Frame count is a multiple of this (temporal patch size)."})
-    size: tuple[int, int] | None = field(default=None, metadata={"help": "Fixed (height, width) of every frame, multiples of `image_factor`; overrides the pixel budget (tiny models)."})
-    nframes: int | None = field(default=None, metadata={"help": "Fixed number of frames (rounded to `frame_factor`, clamped to the clip's frames) instead of `fps` sampling."})
+    size: tuple[int, int] | None = field(default=None, metadata={"help":
+        "Fixed (height, width) of every frame, multiples of `image_factor`; "
+        "overrides the pixel budget (tiny models)."})
+    nframes: int | None = field(default=None, metadata={"help":
+        "Fixed number of frames (rounded to `frame_factor`, clamped to the clip's frames) "
+        "instead of `fps` sampling."})
 
     def __post_init__(self):
         def bad(name, why): raise ValueError(f"VideoSamplingConfig.{name}={getattr(self, name)!r}: {why}")
-        if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0): bad("fps", "must be a finite number > 0")
-        for n in ("min_frames", "max_frames", "total_pixels", "min_pixels", "max_pixels", "image_factor", "frame_factor"):
+        if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
+            bad("fps", "must be a finite number > 0")
+        for n in ("min_frames", "max_frames", "total_pixels", "min_pixels", "max_pixels", "image_factor",
+                  "frame_factor"):
             v = getattr(self, n)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1: bad(n, "must be a positive integer")
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                bad(n, "must be a positive integer")
         if self.max_frames < self.frame_factor: bad("max_frames", f"must be >= frame_factor={self.frame_factor}")
         if self.min_frames > self.max_frames: bad("min_frames", f"must be <= max_frames={self.max_frames}")
         if self.min_pixels > self.max_pixels: bad("min_pixels", f"must be <= max_pixels={self.max_pixels}")
@@ -91,7 +105,8 @@ def smart_resize(height: int, width: int, factor: int = 28, min_pixels: float = 
 
 # %% ../nbs/03_video.ipynb #8047fbe5
 def smart_nframes(total_frames: int, video_fps: float, config: VideoSamplingConfig | None = None) -> int:
-    "Number of frames sampled from a clip of `total_frames` source frames at `video_fps` (even, in [4, 768] by default)."
+    ("Number of frames sampled from a clip of `total_frames` source frames at `video_fps` "
+     "(even, in [4, 768] by default).")
     c = config or VideoSamplingConfig()
     ff = c.frame_factor
     if c.nframes is not None: n = min(_round_by(c.nframes, ff), _floor_by(total_frames, ff))
@@ -104,7 +119,8 @@ def smart_nframes(total_frames: int, video_fps: float, config: VideoSamplingConf
 
 # %% ../nbs/03_video.ipynb #cda2e2c9
 def frame_max_pixels(nframes: int, config: VideoSamplingConfig | None = None) -> float:
-    "Per-frame pixel cap: the video budget split over `nframes` (x frame_factor), within [1.05*min_pixels, max_pixels]."
+    ("Per-frame pixel cap: the video budget split over `nframes` (x frame_factor), "
+     "within [1.05*min_pixels, max_pixels].")
     c = config or VideoSamplingConfig()
     return max(min(c.max_pixels, c.total_pixels / nframes * c.frame_factor), int(c.min_pixels * 1.05))
 
@@ -117,7 +133,8 @@ def frame_size(height: int, width: int, nframes: int, config: VideoSamplingConfi
 # %% ../nbs/03_video.ipynb #cd491128
 def sample_frame_indices(total_frames: int, video_fps: float, clip: tuple[float, float | None] | None = None,
                          config: VideoSamplingConfig | None = None) -> tuple[int, int, list[int]]:
-    "`(start, end, indices)`: source-frame window `[start, end)` of `clip` (seconds) and the sampled absolute frame indices."
+    ("`(start, end, indices)`: source-frame window `[start, end)` of `clip` (seconds) "
+     "and the sampled absolute frame indices.")
     if total_frames < 1 or not video_fps or video_fps <= 0:
         raise ValueError(f"bad video: total_frames={total_frames}, fps={video_fps}")
     length = total_frames / video_fps
@@ -140,6 +157,7 @@ class VideoDecodeError(ValueError):
 class VideoNotFoundError(VideoDecodeError, FileNotFoundError):
     "The video file does not exist."
 
+# %% ../nbs/03_video.ipynb #28ec84de
 @dataclass
 class _Raw:
     frames: np.ndarray      # T x H x W x 3 uint8, source resolution
@@ -148,6 +166,7 @@ class _Raw:
     end: int
     indices: list[int]      # absolute source-frame indices
 
+# %% ../nbs/03_video.ipynb #43092fb3
 def _decode_decord(path: Path, clip, config) -> _Raw:
     import decord
     vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
@@ -155,6 +174,7 @@ def _decode_decord(path: Path, clip, config) -> _Raw:
     start, end, idx = sample_frame_indices(total, fps, clip, config)
     return _Raw(vr.get_batch(idx).asnumpy(), fps, start, end, idx)
 
+# %% ../nbs/03_video.ipynb #bb3572c4
 def _decode_pyav(path: Path, clip, config) -> _Raw:
     import av
     with av.open(str(path)) as c:
@@ -179,18 +199,24 @@ def _decode_pyav(path: Path, clip, config) -> _Raw:
     if len(got) < len(wanted):  # stream shorter than its header claims: reuse the nearest decoded frame
         have = sorted(got)
         miss = [i for i in idx if i not in got]
-        _logger.warning(f"pyav: {path}: {len(miss)} sampled frame(s) missing (e.g. {miss[:3]}), using nearest decoded frames")
+        _logger.warning(f"pyav: {path}: {len(miss)} sampled frame(s) missing (e.g. {miss[:3]}), "
+                        "using nearest decoded frames")
         for i in miss: got[i] = got[min(have, key=lambda j: abs(j - i))]
     return _Raw(np.stack([got[i] for i in idx]), fps, start, end, idx)
 
+# %% ../nbs/03_video.ipynb #5b20dc39
 DECODERS = {"decord": _decode_decord, "pyav": _decode_pyav}
 
+# %% ../nbs/03_video.ipynb #244ef500
 def _asset(name: str) -> Path:
     "Bundled asset (via `timer1_lib.data.asset_path`, imported lazily; package dir as fallback)."
     try:
         from timer1_lib.data import asset_path
         return Path(asset_path(name))
-    except ImportError: return Path(importlib.util.find_spec("timer1_lib").submodule_search_locations[0]) / "assets" / name
+    except ImportError:
+        return Path(importlib.util.find_spec("timer1_lib").submodule_search_locations[0]) / "assets" / name
+
+# %% ../nbs/03_video.ipynb #1ad1ac8a
 _DECODE_CALLS: collections.Counter = collections.Counter()  # successful decodes per backend (tests, benchmarks)
 
 # %% ../nbs/03_video.ipynb #3c5034e3
@@ -218,7 +244,8 @@ class VideoClip:
     def size(self) -> tuple[int, int]: return int(self.frames.shape[-2]), int(self.frames.shape[-1])
 
     def metadata(self):
-        "`transformers.video_utils.VideoMetadata` whose `sampled_fps` is `self.fps` and `timestamps` are `self.timestamps` (up to the window offset)."
+        ("`transformers.video_utils.VideoMetadata` whose `sampled_fps` is `self.fps` and `timestamps` are "
+         "`self.timestamps` (up to the window offset).")
         from transformers.video_utils import VideoMetadata
         return VideoMetadata(total_num_frames=self.total_num_frames, fps=self.source_fps, duration=self.duration,
                              width=self.source_size[1] if self.source_size else None,
@@ -231,7 +258,8 @@ class VideoClip:
 
     def model_times(self, temporal_patch_size: int = 2) -> list[float]:
         "Time (s) Qwen2.5-VL's M-RoPE assigns to each temporal patch k: k * second_per_grid_ts (before the int cast)."
-        return [k * self.second_per_grid_ts(temporal_patch_size) for k in range(math.ceil(self.nframes / temporal_patch_size))]
+        return [k * self.second_per_grid_ts(temporal_patch_size)
+                for k in range(math.ceil(self.nframes / temporal_patch_size))]
 
 # %% ../nbs/03_video.ipynb #e3dce777
 def _finish(raw: _Raw, path: Path, clip, config: VideoSamplingConfig, decoder: str) -> VideoClip:
@@ -251,7 +279,8 @@ def _finish(raw: _Raw, path: Path, clip, config: VideoSamplingConfig, decoder: s
 def _norm_clip(clip, path) -> tuple[float, float | None] | None:
     if clip is None: return None
     try: vs, ve = clip
-    except (TypeError, ValueError): raise ClipWindowError(f"{path}: clip must be (video_start, video_end), got {clip!r}") from None
+    except (TypeError, ValueError):
+        raise ClipWindowError(f"{path}: clip must be (video_start, video_end), got {clip!r}") from None
     vs = 0.0 if vs is None else float(vs)
     ve = None if ve is None else float(ve)
     if not math.isfinite(vs) or vs < 0 or (ve is not None and not ve > vs):
@@ -263,7 +292,8 @@ def decode_video(path: str | os.PathLike, clip: tuple[float, float | None] | Non
     "Decode + sample + resize without any cache. `backend`: 'auto' (decord, then PyAV), 'decord' or 'pyav'."
     path, config = Path(path), config or VideoSamplingConfig()
     clip = _norm_clip(clip, path)
-    if backend not in ("auto", *DECODERS): raise ValueError(f"backend must be 'auto', 'decord' or 'pyav', got {backend!r}")
+    if backend not in ("auto", *DECODERS):
+        raise ValueError(f"backend must be 'auto', 'decord' or 'pyav', got {backend!r}")
     names = list(DECODERS) if backend == "auto" else [backend]
     if not path.is_file():
         raise VideoNotFoundError(f"video file not found: '{path}' (decoders not tried: {', '.join(names)})")
@@ -294,7 +324,8 @@ def write_synthetic_video(path: str | os.PathLike, duration: float, fps: int = 4
         if codec == "libx264": s.options = {"preset": "ultrafast", "crf": "12"}
         for i in range(n):
             a = np.empty((h, w, 3), np.uint8)
-            for k, d in enumerate(((i >> 8) & 15, (i >> 4) & 15, i & 15)): a[:, k * w // 3:(k + 1) * w // 3] = d * 16 + 8
+            for k, d in enumerate(((i >> 8) & 15, (i >> 4) & 15, i & 15)):
+                a[:, k * w // 3:(k + 1) * w // 3] = d * 16 + 8
             for p in s.encode(av.VideoFrame.from_ndarray(a, format="rgb24")): c.mux(p)
         for p in s.encode(): c.mux(p)
     return path
@@ -325,17 +356,21 @@ class FrameCache:
     "On-disk (.npy + .json) cache of decoded, resized frames with an in-process LRU in front."
     def __init__(self, root: str | os.PathLike | None = None, max_memory_bytes: int = 1 << 30,
                  max_disk_bytes: int | None = 32 << 30):
-        self.root, self.max_memory_bytes, self.max_disk_bytes = Path(root) if root else default_cache_root(), max_memory_bytes, max_disk_bytes
+        self.root, self.max_memory_bytes, self.max_disk_bytes = (Path(root) if root else default_cache_root(),
+                                                                 max_memory_bytes, max_disk_bytes)
         self._mem: collections.OrderedDict[str, VideoClip] = collections.OrderedDict()
         self._mem_bytes, self._lock = 0, threading.Lock()
         self.stats = collections.Counter()
 
-    def __repr__(self): return f"FrameCache(root='{self.root}', memory={len(self._mem)} clips/{self._mem_bytes >> 20} MiB, stats={dict(self.stats)})"
+    def __repr__(self):
+        return (f"FrameCache(root='{self.root}', memory={len(self._mem)} clips/{self._mem_bytes >> 20} MiB, "
+                f"stats={dict(self.stats)})")
 
     def key(self, path: str | os.PathLike, clip, config: VideoSamplingConfig) -> str:
         "Hash of (absolute path, mtime_ns, size, clip, sampling config)."
         p = Path(path).resolve(); st = p.stat()
-        d = dict(v=_CACHE_VERSION, path=str(p), mtime_ns=st.st_mtime_ns, size=st.st_size, clip=clip, config=asdict(config))
+        d = dict(v=_CACHE_VERSION, path=str(p), mtime_ns=st.st_mtime_ns, size=st.st_size, clip=clip,
+                 config=asdict(config))
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
     def _files(self, key): d = self.root / key[:2]; return d / f"{key}.npy", d / f"{key}.json"
@@ -383,7 +418,8 @@ def put(self: FrameCache, key: str, clip: VideoClip) -> None:
     "Store `clip` on disk (atomically) and in memory."
     npy, js = self._files(key)
     npy.parent.mkdir(parents=True, exist_ok=True)
-    meta = {f.name: getattr(clip, f.name) for f in dataclasses.fields(VideoClip) if f.name not in ("frames", "from_cache", "cache_level")}
+    meta = {f.name: getattr(clip, f.name) for f in dataclasses.fields(VideoClip)
+            if f.name not in ("frames", "from_cache", "cache_level")}
     atomic_write(npy, lambda tmp: _save_npy(tmp, clip.frames.numpy()))
     atomic_write(js, json.dumps({"video_clip": meta, "created": time.time()}))
     self.stats["writes"] += 1
@@ -446,23 +482,27 @@ def load_video(path: str | os.PathLike | Any, clip: tuple[float, float | None] |
 
 # %% ../nbs/03_video.ipynb #7ca44eec
 def processor_video_kwargs(clips: VideoClip | Sequence[VideoClip], processor: Any = None) -> dict:
-    "kwargs for a `transformers` Qwen2.5-VL processor call: frames, `VideoMetadata` (right fps), no re-sampling/resizing."
+    ("kwargs for a `transformers` Qwen2.5-VL processor call: frames, `VideoMetadata` (right fps), "
+     "no re-sampling/resizing.")
     clips = [clips] if isinstance(clips, VideoClip) else list(clips)
     kw = dict(videos=[c.frames for c in clips], video_metadata=[c.metadata() for c in clips],
               do_sample_frames=False, do_resize=False)
     vp = getattr(processor, "video_processor", None)
     if vp is not None and "cap_pixels_per_frame" in getattr(getattr(vp, "valid_kwargs", None), "__annotations__", {}):
-        kw["cap_pixels_per_frame"] = False   # no effect with do_resize=False; silences a deprecation warning (transformers >= 5.2x)
+        # no effect with do_resize=False; silences a deprecation warning (transformers >= 5.2x)
+        kw["cap_pixels_per_frame"] = False
     return kw
 
 # %% ../nbs/03_video.ipynb #52abef25
 def video_temporal_ids(model: Any, inputs: dict) -> list[torch.Tensor]:
-    "Per video in processor output `inputs`: temporal M-RoPE id of each temporal patch (relative to the first), as `model` computes them."
+    ("Per video in processor output `inputs`: temporal M-RoPE id of each temporal patch (relative to the first), "
+     "as `model` computes them.")
     import inspect
     m = model.model if hasattr(model, "model") and hasattr(model.model, "get_rope_index") else model
     params = inspect.signature(m.get_rope_index).parameters
-    kw = {k: inputs[k] for k in ("input_ids", "mm_token_type_ids", "image_grid_thw", "video_grid_thw", "second_per_grid_ts",
-                                 "attention_mask") if k in params and k in inputs and inputs[k] is not None}
+    kw = {k: inputs[k] for k in ("input_ids", "mm_token_type_ids", "image_grid_thw", "video_grid_thw",
+                                 "second_per_grid_ts", "attention_mask")
+          if k in params and k in inputs and inputs[k] is not None}
     with torch.no_grad(): pos, _ = m.get_rope_index(**kw)
     vid, merge = model.config.video_token_id, model.config.vision_config.spatial_merge_size
     grids, out = iter(inputs["video_grid_thw"].tolist()), []
@@ -487,23 +527,29 @@ def rope_time_error(model: Any, inputs: dict, clips: Sequence[VideoClip], tempor
 # %% ../nbs/03_video.ipynb #2ecf3a57
 @dataclass
 class VideoArgs:
-    "The `video_*` fields shared by timer1's training configs, and what they make: a `VideoSamplingConfig` and a cache."
+    ("The `video_*` fields shared by timer1's training configs, and what they make: "
+     "a `VideoSamplingConfig` and a cache.")
     video_fps: float = field(default=2.0, metadata={"help": "Frames sampled per second of clip (Time-R1: 2)."})
-    video_max_frames: int = field(default=768, metadata={"help": "Maximum sampled frames per clip (qwen-vl-utils FPS_MAX_FRAMES)."})
-    video_total_pixels: int = field(default=3584 * 28 * 28, metadata={"help": "Pixel budget of a whole clip (Time-R1: 3584*28*28)."})
-    video_min_pixels: int = field(default=16 * 28 * 28, metadata={"help": "Minimum pixels per frame (Time-R1: 16*28*28)."})
+    video_max_frames: int = field(default=768, metadata={"help":
+        "Maximum sampled frames per clip (qwen-vl-utils FPS_MAX_FRAMES)."})
+    video_total_pixels: int = field(default=3584 * 28 * 28, metadata={"help":
+        "Pixel budget of a whole clip (Time-R1: 3584*28*28)."})
+    video_min_pixels: int = field(default=16 * 28 * 28, metadata={"help":
+        "Minimum pixels per frame (Time-R1: 16*28*28)."})
     video_max_pixels: int = field(default=768 * 28 * 28, metadata={"help": "Maximum pixels per frame."})
     video_frame_size: list[int] | None = field(default=None, metadata={"help":
         "Fixed [height, width] of every frame (multiples of 28), instead of the pixel budget (tiny models)."})
-    video_root: str | None = field(default=None, metadata={"help": "Folder that relative `video` paths are resolved against."})
+    video_root: str | None = field(default=None, metadata={"help":
+        "Folder that relative `video` paths are resolved against."})
     video_cache: str | None = field(default='default', metadata={"help":
         "Decoded-frame cache: 'default' (artifacts/cache/frames or $TIMER1_CACHE), a folder, or 'none'."})
 
     def video_sampling(self) -> VideoSamplingConfig:
         "The `VideoSamplingConfig` clips are decoded with (raises ValueError on bad `video_*` values)."
         size = None if self.video_frame_size is None else tuple(self.video_frame_size)
-        return VideoSamplingConfig(fps=self.video_fps, max_frames=self.video_max_frames, total_pixels=self.video_total_pixels,
-                                   min_pixels=self.video_min_pixels, max_pixels=self.video_max_pixels, size=size)
+        return VideoSamplingConfig(fps=self.video_fps, max_frames=self.video_max_frames,
+                                   total_pixels=self.video_total_pixels, min_pixels=self.video_min_pixels,
+                                   max_pixels=self.video_max_pixels, size=size)
 
     def frame_cache(self):
         "The `cache` argument of `load_video` for `video_cache`: True (default root), False (off) or a folder."

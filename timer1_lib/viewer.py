@@ -34,11 +34,12 @@ _T = r"(?:\d{1,2}:\d{2}(?::\d{2})?(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
 _UNIT = r"(?:\s*(?:seconds?|secs?|s)\b)"
 _END = r"(?!\w|\.\d|:\d)"
 _RANGE_RES = (re.compile(rf"\bbetween\s+(?P<a>{_T}){_UNIT}?\s+and\s+(?P<b>{_T}){_UNIT}?{_END}", re.IGNORECASE),
-              re.compile(rf"(?<![\w.:])(?P<a>{_T}){_UNIT}?\s*(?:to|until|till|through|-|–|—|~)\s*(?P<b>{_T}){_UNIT}?{_END}", re.IGNORECASE))
+              re.compile(rf"(?<![\w.:])(?P<a>{_T}){_UNIT}?\s*(?:to|until|till|through|-|–|—|~)\s*"
+                         rf"(?P<b>{_T}){_UNIT}?{_END}", re.IGNORECASE))
 _POINT_RES = (re.compile(r"(?<![\w.:])(?P<p>\d{1,2}:\d{2}(?::\d{2})?(?:\.\d+)?)(?!\w|\.\d|:\d)"),
               re.compile(rf"(?<![\w.:])(?P<p>\d+(?:\.\d+)?|\.\d+){_UNIT}", re.IGNORECASE),
-              re.compile(rf"\b(?:at|around|about|approximately|approx\.?|near|by|after|before|from|until|since)\s+(?:~\s*)?"
-                         rf"(?P<p>{_T})(?!\w|\.\d|:\d)", re.IGNORECASE))
+              re.compile(r"\b(?:at|around|about|approximately|approx\.?|near|by|after|before|from|until|since)"
+                         rf"\s+(?:~\s*)?(?P<p>{_T})(?!\w|\.\d|:\d)", re.IGNORECASE))
 
 @dataclass(frozen=True)
 class TimeMention:
@@ -81,7 +82,8 @@ _THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.IGNORECASE | re.DOTALL)
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
 
 def split_output(text: str) -> tuple[str, str | None]:
-    "`(thinking, answer)` of a completion: the last `<think>` block (else the text before `<answer>`) and the last answer block (None if absent)."
+    ("`(thinking, answer)` of a completion: the last `<think>` block (else the text before `<answer>`) "
+     "and the last answer block (None if absent).")
     if not isinstance(text, str): return '', None
     answers = _ANSWER_RE.findall(text)
     thinks = _THINK_RE.findall(text)
@@ -105,7 +107,8 @@ class Prediction:
     mentions: list = field(default_factory=list)   # TimeMention's of `thinking`
     record: dict = field(default_factory=dict, repr=False)
 
-def score_prediction(run: str, text: str | None, gt, duration: float, pred=..., record: dict | None = None) -> Prediction:
+def score_prediction(run: str, text: str | None, gt, duration: float, pred=...,
+                     record: dict | None = None) -> Prediction:
     "Parse and score one completion against `gt` (pass `pred` to keep a stored parse)."
     text = text if isinstance(text, str) else ''
     if pred is ...: pred = parse_answer(text)
@@ -124,7 +127,9 @@ class Run:
     config: dict = field(default_factory=dict)
     path: Path | None = None
     dataset: str | None = None             # dataset display name (from an evaluation's metrics.json)
-    def __repr__(self): return f"Run({self.name!r}: {len(self.records)} records, dataset={self.dataset!r}, path={str(self.path) if self.path else None!r})"
+    def __repr__(self):
+        return (f"Run({self.name!r}: {len(self.records)} records, dataset={self.dataset!r}, "
+                f"path={str(self.path) if self.path else None!r})")
 
 def load_run(path, name: str | None = None, dataset: str | None = None) -> Run:
     "A `Run` from a predictions JSONL file (the format of `infer.predict` / `infer.read_predictions`)."
@@ -133,7 +138,8 @@ def load_run(path, name: str | None = None, dataset: str | None = None) -> Run:
     return Run(name or _unique_names([path])[0], {str(r['id']): r for r in recs}, config, path, dataset)
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
-    "Shortest trailing path parts (without suffix; a generic `predictions` file name dropped) that tell the files apart."
+    ("Shortest trailing path parts (without suffix; a generic `predictions` file name dropped) "
+     "that tell the files apart.")
     parts = [list(Path(p).with_suffix('').parts) for p in paths]
     parts = [x[:-1] if len(x) > 1 and x[-1] == 'predictions' else x for x in parts]
     for k in range(1, max((len(x) for x in parts), default=1) + 1):
@@ -195,7 +201,8 @@ def _rec_gt(r: dict, where: str):
             a, b = r[k]; return (float(a), float(b))
     raise ValueError(f"{where}: record has no ground truth ('gt') and no item was given for it")
 
-def make_cases(runs: Sequence[Run], items: Iterable[GroundingItem] | None = None, keep_unpredicted: bool = False) -> list[Case]:
+def make_cases(runs: Sequence[Run], items: Iterable[GroundingItem] | None = None,
+               keep_unpredicted: bool = False) -> list[Case]:
     "One `Case` per item id over `runs` (in first-seen order); `items` supply video/clip/dataset/qtype by id."
     by_id = {it.id: it for it in (items or [])}
     names = [r.name for r in runs]
@@ -212,10 +219,11 @@ def make_cases(runs: Sequence[Run], items: Iterable[GroundingItem] | None = None
                     c = Case(rid, it.query, str(it.video), it.duration, tuple(it.segment), clip=it.clip,
                              dataset=run.dataset or it.source, qtype=it.qtype, item=it)
                 else:
-                    if r.get('duration') is None: raise ValueError(f"{where}: record has no 'duration' and no item was given for it")
-                    c = Case(rid, str(r.get('query', '')), str(r.get('video', '')), float(r['duration']), _rec_gt(r, where),
-                             clip=tuple(r['clip']) if r.get('clip') else None, dataset=run.dataset or r.get('source'),
-                             qtype=r.get('qtype'))
+                    if r.get('duration') is None:
+                        raise ValueError(f"{where}: record has no 'duration' and no item was given for it")
+                    c = Case(rid, str(r.get('query', '')), str(r.get('video', '')), float(r['duration']),
+                             _rec_gt(r, where), clip=tuple(r['clip']) if r.get('clip') else None,
+                             dataset=run.dataset or r.get('source'), qtype=r.get('qtype'))
                 cases[key] = c
             pred = r['pred'] if 'pred' in r else ...
             c.predictions.append(score_prediction(run.name, r.get('text'), c.gt, c.duration, pred, r))
@@ -233,7 +241,8 @@ def load_examples(path=None) -> tuple[list[Run], list[GroundingItem]]:
     "The bundled hand-written example runs for the OHOFG case (or those in `path`) and their item."
     path = Path(path) if path is not None else asset_path(EXAMPLES)
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not lines or lines[0].get('type') != 'examples': raise ValueError(f"{path}: first line must be the 'examples' header")
+    if not lines or lines[0].get('type') != 'examples':
+        raise ValueError(f"{path}: first line must be the 'examples' header")
     it = lines[0]['item']
     item = GroundingItem(id=it['id'], video=it['video'], duration=it['duration'], query=it['query'],
                          segment=tuple(it['segment']), source=it.get('source'), qtype=it.get('qtype'))
@@ -250,7 +259,8 @@ def _read_json(p: Path) -> dict | None:
     except Exception: return None
 
 def _report_file(pp: str, base: Path) -> Path | None:
-    "A report's predictions path: as written, relative to the report, or `<checkpoint>/<dataset>/<file>` under it (moved folder)."
+    ("A report's predictions path: as written, relative to the report, "
+     "or `<checkpoint>/<dataset>/<file>` under it (moved folder).")
     p = Path(pp)
     return next((c for c in (p, base / p, base / Path(*p.parts[-3:])) if c.is_file()), None)
 
@@ -261,7 +271,8 @@ def _report_runs(report: dict, base: Path) -> list[Run]:
         if not pp: continue       # baselines / stored predictions have no file
         p = _report_file(pp, base)
         if p is None:
-            _logger.warning(f"{base}: predictions file of run {r.get('name')!r} on {r.get('dataset')!r} not found: {pp}")
+            _logger.warning(f"{base}: predictions file of run {r.get('name')!r} on {r.get('dataset')!r} "
+                            f"not found: {pp}")
             continue
         runs.append(load_run(p, str(r.get('name') or p.parent.parent.name), r.get('dataset')))
     return runs
@@ -271,7 +282,8 @@ def open_runs(source) -> list[Run]:
     if isinstance(source, Run): return [source]
     if isinstance(source, (list, tuple)):
         runs = [r for s in source for r in open_runs(s)]
-        names = _unique_names([r.path for r in runs]) if len({r.name for r in runs}) < len(runs) and all(r.path for r in runs) else None
+        names = (_unique_names([r.path for r in runs])
+                 if len({r.name for r in runs}) < len(runs) and all(r.path for r in runs) else None)
         if names:
             for r, n in zip(runs, names): r.name = n
         return runs
@@ -293,7 +305,8 @@ def open_runs(source) -> list[Run]:
 
 # %% ../nbs/30_viewer.ipynb #d519bf39
 def eval_items(source) -> list[GroundingItem]:
-    "The items of the datasets an evaluation report used (empty when it cannot tell or they cannot be loaded; SynthTVG is never generated here)."
+    ("The items of the datasets an evaluation report used (empty when it cannot tell or they cannot be loaded; "
+     "SynthTVG is never generated here).")
     p = Path(source)
     p = p / 'metrics.json' if p.is_dir() else p
     d = _read_json(p) or {}
@@ -305,18 +318,22 @@ def eval_items(source) -> list[GroundingItem]:
         from timer1_lib.evaluate import load_dataset, parse_dataset, synth_test_root
         for s in specs:
             d = parse_dataset(s)
-            if d.key == 'synth-test' and not (synth_test_root() / 'manifest.json').is_file():   # never generate it here
-                _logger.warning(f"{p}: SynthTVG-test is not generated on this machine ({synth_test_root()}); using the records only")
+            # never generate it here
+            if d.key == 'synth-test' and not (synth_test_root() / 'manifest.json').is_file():
+                _logger.warning(f"{p}: SynthTVG-test is not generated on this machine ({synth_test_root()}); "
+                                "using the records only")
                 continue
             out += list(load_dataset(d, cfg.get('video_root')))
     except Exception as e:
-        _logger.warning(f"{p}: could not reload the datasets {specs} ({type(e).__name__}: {e}); using the records only")
+        _logger.warning(f"{p}: could not reload the datasets {specs} ({type(e).__name__}: {e}); "
+                        "using the records only")
         return []
     return out
 
 # %% ../nbs/30_viewer.ipynb #9b176421
 def latest_eval_run(root=None, checkpoint: str | None = 'tiny') -> Path | None:
-    "Folder of the newest evaluation report under `root` (default `artifacts/eval` and `artifacts/runs`) with model predictions."
+    ("Folder of the newest evaluation report under `root` (default `artifacts/eval` and `artifacts/runs`) "
+     "with model predictions.")
     roots = [Path(root)] if root is not None else [artifacts_dir() / 'eval', artifacts_dir() / 'runs']
     found = []
     for r in roots:
@@ -324,8 +341,10 @@ def latest_eval_run(root=None, checkpoint: str | None = 'tiny') -> Path | None:
         for m in [*r.glob('*/metrics.json'), *r.glob('*/*/metrics.json'), *r.glob('*/*/*/metrics.json')]:
             d = _read_json(m)
             if not d or not str(d.get('schema', '')).startswith('timer1.eval/'): continue
-            if not any(x.get('predictions') and _report_file(x['predictions'], m.parent) for x in d.get('runs', [])): continue
-            if checkpoint is not None and checkpoint not in ((d.get('config') or {}).get('checkpoints') or []): continue
+            if not any(x.get('predictions') and _report_file(x['predictions'], m.parent) for x in d.get('runs', [])):
+                continue
+            if checkpoint is not None and checkpoint not in ((d.get('config') or {}).get('checkpoints') or []):
+                continue
             found.append((m.stat().st_mtime, m.parent))
     return max(found)[1] if found else None
 
@@ -335,7 +354,8 @@ SORTS = {'iou': 'IoU ↑ (worst first)', '-iou': 'IoU ↓ (best first)', 'disagr
 
 def filter_cases(cases: Sequence[Case], dataset: str | None = None, qtype: str | None = None, outcome: str = 'all',
                  threshold: float = 0.5, run: str | None = None) -> list[Case]:
-    "Cases of `dataset` / `qtype` (None: any) whose outcome at IoU `threshold` (of `run`, or of all runs) is `outcome`."
+    ("Cases of `dataset` / `qtype` (None: any) whose outcome at IoU `threshold` (of `run`, or of all runs) "
+     "is `outcome`.")
     if outcome not in OUTCOMES: raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
     out = []
     for c in cases:
@@ -429,8 +449,10 @@ def timeline_figure(case: Case | None = None, width: int = 720) -> go.FigureWidg
                          line=dict(color='black', width=2))],
         layout=go.Layout(width=width, height=120, margin=dict(l=150, r=15, t=10, b=35), showlegend=False,
                          plot_bgcolor='#fafafa', hovermode='closest', dragmode=False,
-                         xaxis=dict(title=dict(text='seconds', standoff=4), range=[0, 1], zeroline=False, showgrid=True, gridcolor='#e5e5e5'),
-                         yaxis=dict(tickvals=[0], ticktext=['ground truth'], range=[0.5, -0.5], fixedrange=True, showgrid=False, zeroline=False)))
+                         xaxis=dict(title=dict(text='seconds', standoff=4), range=[0, 1], zeroline=False,
+                                    showgrid=True, gridcolor='#e5e5e5'),
+                         yaxis=dict(tickvals=[0], ticktext=['ground truth'], range=[0.5, -0.5], fixedrange=True,
+                                    showgrid=False, zeroline=False)))
     fig._config = dict(displayModeBar=False, scrollZoom=False)
     if case is not None: draw_timeline(fig, case)
     return fig
@@ -451,13 +473,14 @@ def draw_timeline(fig: go.FigureWidget, case: Case | None, t: float = 0.0) -> No
         for y, (kind, label, k) in enumerate(rows):
             if kind == 'gt':
                 rect(g0, g1, y, GT_COLOR)
-                anns.append(dict(x=g1, y=y, xref='x', yref='y', text=f' {g0:g}–{g1:g} s', showarrow=False, xanchor='left', font=dict(size=10)))
+                anns.append(dict(x=g1, y=y, xref='x', yref='y', text=f' {g0:g}–{g1:g} s', showarrow=False,
+                                 xanchor='left', font=dict(size=10)))
                 continue
             p, color = case.predictions[k], RUN_COLORS[k % len(RUN_COLORS)]
             if kind == 'pred':
                 if p.pred is None:
-                    anns.append(dict(x=0, y=y, xref='x', yref='y', text=' no segment (unparsable answer)', showarrow=False,
-                                     xanchor='left', font=dict(size=10, color='#b00')))
+                    anns.append(dict(x=0, y=y, xref='x', yref='y', text=' no segment (unparsable answer)',
+                                     showarrow=False, xanchor='left', font=dict(size=10, color='#b00')))
                 else:
                     a, b = p.pred
                     rect(a, max(b, a + D * 0.002), y, color)
@@ -474,7 +497,8 @@ def draw_timeline(fig: go.FigureWidget, case: Case | None, t: float = 0.0) -> No
     # One message per trace: a batch that changes a property on some traces only sends `undefined` for the others,
     # which plotly's FigureWidget model (before a view exists) stores as a deleted property (x/y lost).
     fig.layout.update(shapes=shapes, annotations=anns, height=60 + 30 * n, xaxis=dict(range=[0, D]),
-                      yaxis=dict(tickvals=list(range(n)), ticktext=[_short(r[1]) for r in rows], range=[n - 0.5, -0.5]))
+                      yaxis=dict(tickvals=list(range(n)), ticktext=[_short(r[1]) for r in rows],
+                                 range=[n - 0.5, -0.5]))
     fig.data[CLICK_TRACE].update(x=xs, y=list(range(n)), z=[[0.0] * ncol for _ in range(n)])
     fig.data[MENTIONS_TRACE].update(x=mx, y=my, text=mtext, marker=dict(color=mcol, opacity=mop))
     fig.data[PLAYHEAD_TRACE].update(x=[t, t], y=[-0.5, n - 0.5])
@@ -489,79 +513,112 @@ def highlight_mentions(text: str, mentions: Sequence[TimeMention], color: str = 
         s, e = m.span
         if s < pos: continue
         secs = f'{m.start:g}–{m.end:g} s' if m.is_range else f'{m.start:g} s'
-        out += [_esc(text[pos:s]), f'<mark class="timer1-time" style="background:{color}33;border-bottom:2px solid {color};'
+        out += [_esc(text[pos:s]),
+                f'<mark class="timer1-time" style="background:{color}33;border-bottom:2px solid {color};'
                 f'padding:0 1px" title="{secs}">{_esc(text[s:e])}</mark>']
         pos = e
     out.append(_esc(text[pos:]))
     return ''.join(out)
 
+# %% ../nbs/30_viewer.ipynb #1c51c061
 def _fmt_seg(s) -> str: return '—' if s is None else f'{s[0]:g} – {s[1]:g} s'
 
-def case_html(case: Case | None) -> str:
-    "The text panel: query and ground truth, a table of the runs' segments and rewards, each run's highlighted thinking."
-    if case is None: return '<i>no case selected</i>'
-    return f'<div style="white-space:normal;overflow-wrap:anywhere;line-height:1.45">{_case_html(case)}</div>'
-
-def _case_html(case: Case) -> str:
+def _case_head(case: Case) -> list[str]:
+    "HTML lines: the query, the case's id, dataset, type, duration and clip, and the ground-truth segment."
     meta = ' · '.join(_esc(x) for x in (case.id, case.dataset, case.qtype) if x)
     clip = f' · clip {case.clip[0]:g}–{case.clip[1]:g} s of the source' if case.clip else ''
-    h = [f'<div style="font-size:15px;margin-bottom:4px"><b>Query:</b> “{_esc(case.query)}”</div>',
-         f'<div style="color:#555;font-size:12px">{meta} · duration {case.duration:g} s{clip}</div>',
-         f'<div style="margin:4px 0"><span style="background:{GT_COLOR};color:white;padding:0 4px;border-radius:3px">GT</span> '
-         f'{_fmt_seg(case.gt)}</div>']
-    if not case.predictions:
-        h.append('<div class="timer1-msg" style="color:#b00">No predictions for this case.</div>')
-        return '\n'.join(h)
-    h.append('<table style="border-collapse:collapse;font-size:12px;margin:4px 0"><tr style="border-bottom:1px solid #ccc">'
-             '<th style="text-align:left;padding:2px 6px">run</th><th style="padding:2px 6px">segment</th>'
-             '<th style="padding:2px 6px">IoU</th><th style="padding:2px 6px">tIoU</th><th style="padding:2px 6px">format</th></tr>')
+    return [f'<div style="font-size:15px;margin-bottom:4px"><b>Query:</b> “{_esc(case.query)}”</div>',
+            f'<div style="color:#555;font-size:12px">{meta} · duration {case.duration:g} s{clip}</div>',
+            f'<div style="margin:4px 0"><span style="background:{GT_COLOR};color:white;'
+            'padding:0 4px;border-radius:3px">GT</span> '
+            f'{_fmt_seg(case.gt)}</div>']
+
+# %% ../nbs/30_viewer.ipynb #c565880c
+def _runs_table(case: Case) -> list[str]:
+    "HTML lines of the table of the runs: segment (or unparsable), IoU, tIoU and format reward."
+    h = ['<table style="border-collapse:collapse;font-size:12px;margin:4px 0">'
+         '<tr style="border-bottom:1px solid #ccc">'
+         '<th style="text-align:left;padding:2px 6px">run</th><th style="padding:2px 6px">segment</th>'
+         '<th style="padding:2px 6px">IoU</th><th style="padding:2px 6px">tIoU</th>'
+         '<th style="padding:2px 6px">format</th></tr>']
     for k, p in enumerate(case.predictions):
         color = RUN_COLORS[k % len(RUN_COLORS)]
         seg = _fmt_seg(p.pred) if p.pred is not None else '<span style="color:#b00">unparsable</span>'
         h.append(f'<tr><td style="padding:2px 6px"><span style="color:{color}">■</span> {_esc(p.run)}</td>'
-                 f'<td style="padding:2px 6px;text-align:center">{seg}</td><td style="padding:2px 6px">{p.iou:.3f}</td>'
+                 f'<td style="padding:2px 6px;text-align:center">{seg}</td>'
+                 f'<td style="padding:2px 6px">{p.iou:.3f}</td>'
                  f'<td style="padding:2px 6px">{p.tiou:.3f}</td><td style="padding:2px 6px">{p.format:g}</td></tr>')
     h.append('</table>')
+    return h
+
+# %% ../nbs/30_viewer.ipynb #bbcbb3d5
+def _run_details(case: Case) -> list[str]:
+    "HTML lines, one `<details>` per run: its answer (or why it is unparsable) and its highlighted thinking."
+    h = []
     for k, p in enumerate(case.predictions):
         color = RUN_COLORS[k % len(RUN_COLORS)]
         ans = ('<i>no &lt;answer&gt; block</i>' if p.answer is None else f'<code>{_esc(p.answer)}</code>')
-        why = '' if p.pred is not None else (' <span style="color:#b00">— no “s to e” pair found: unparsable, rewards 0</span>')
+        why = '' if p.pred is not None else (' <span style="color:#b00">— no “s to e” pair found: '
+                                             'unparsable, rewards 0</span>')
         think = highlight_mentions(p.thinking, p.mentions, color) if p.thinking else '<i>(no thinking text)</i>'
-        h.append(f'<details open style="margin:4px 0"><summary><b style="color:{color}">{_esc(p.run)}</b>: answer {ans}{why}</summary>'
-                 f'<div style="white-space:pre-wrap;overflow-wrap:anywhere;font-size:12px;border-left:3px solid {color};padding-left:6px;'
+        h.append(f'<details open style="margin:4px 0"><summary><b style="color:{color}">{_esc(p.run)}</b>: '
+                 f'answer {ans}{why}</summary>'
+                 '<div style="white-space:pre-wrap;overflow-wrap:anywhere;font-size:12px;'
+                 f'border-left:3px solid {color};padding-left:6px;'
                  f'max-height:160px;overflow:auto">{think}</div></details>')
-    return '\n'.join(h)
+    return h
 
+# %% ../nbs/30_viewer.ipynb #1ddbc245
+def case_html(case: Case | None) -> str:
+    ("The text panel: query and ground truth, a table of the runs' segments and rewards, "
+     "each run's highlighted thinking.")
+    if case is None: return '<i>no case selected</i>'
+    return f'<div style="white-space:normal;overflow-wrap:anywhere;line-height:1.45">{_case_html(case)}</div>'
+
+def _case_html(case: Case) -> str:
+    h = _case_head(case)
+    if not case.predictions:
+        h.append('<div class="timer1-msg" style="color:#b00">No predictions for this case.</div>')
+        return '\n'.join(h)
+    return '\n'.join(h + _runs_table(case) + _run_details(case))
+
+# %% ../nbs/30_viewer.ipynb #8c31283e
 def message_html(text: str, level: str = 'error') -> str:
     "A boxed message for the widget (no traceback)."
     c = {'error': ('#fdecea', '#b00020'), 'info': ('#eef4fb', '#1f4e79')}[level]
     return (f'<div class="timer1-msg timer1-{level}" style="background:{c[0]};color:{c[1]};border:1px solid {c[1]};'
-            f'border-radius:4px;padding:6px 10px;margin:4px 0;max-width:720px;white-space:normal;overflow-wrap:anywhere">'
+            'border-radius:4px;padding:6px 10px;margin:4px 0;max-width:720px;'
+            'white-space:normal;overflow-wrap:anywhere">'
             f'{_esc(text)}</div>')
 
 # %% ../nbs/30_viewer.ipynb #983144ce
 class Scrubber(widgets.VBox):
-    "One case: frame image, play + slider (seconds), timeline (GT, runs, thinking, playhead, click-to-seek) and the case text."
+    ("One case: frame image, play + slider (seconds), timeline (GT, runs, thinking, playhead, click-to-seek) "
+     "and the case text.")
     def __init__(self, case: Case | None = None, *, video_root=None, config: VideoSamplingConfig | None = None,
                  cache=True, image_width: int = 448, timeline_width: int = 720, text_width: int = 430):
         self.video_root, self.config, self.cache = video_root, config or VIEWER_VIDEO, cache
         self.case, self.source, self.error = None, None, None
         self._times = [0.0]
-        self.image = widgets.Image(format='jpeg', layout=widgets.Layout(width=f'{image_width}px', height='auto', max_height='340px',
-                                                                        object_fit='contain', object_position='left top'))
+        self.image = widgets.Image(format='jpeg',
+                                   layout=widgets.Layout(width=f'{image_width}px', height='auto', max_height='340px',
+                                                         object_fit='contain', object_position='left top'))
         self.message = widgets.HTML()
         self.play = widgets.Play(value=0, min=0, max=1, step=1, interval=250, description='play', show_repeat=False)
-        self.slider = widgets.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.25, description='t (s)', readout_format='.2f',
-                                          continuous_update=True, layout=widgets.Layout(width=f'{max(image_width - 60, 200)}px'))
+        self.slider = widgets.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.25, description='t (s)',
+                                          readout_format='.2f', continuous_update=True,
+                                          layout=widgets.Layout(width=f'{max(image_width - 60, 200)}px'))
         self.frame_label = widgets.HTML()
         self.timeline = timeline_figure(width=timeline_width)
-        self.info = widgets.HTML(layout=widgets.Layout(width=f'{text_width}px', max_height='560px', overflow='auto', padding='0 0 0 12px'))
+        self.info = widgets.HTML(layout=widgets.Layout(width=f'{text_width}px', max_height='560px', overflow='auto',
+                                                       padding='0 0 0 12px'))
         self._link = traitlets.link((self.play, 'value'), (self.slider, 'value'),
                                     transform=(lambda i: self._times[min(max(int(i), 0), len(self._times) - 1)],
                                                lambda t: _nearest(self._times, t)))
         self.slider.observe(self._on_slider, names='value')
         for tr in self.timeline.data[:2]: tr.on_click(self._on_click)
-        left = widgets.VBox([self.message, self.image, widgets.HBox([self.play, self.slider]), self.frame_label, self.timeline])
+        left = widgets.VBox([self.message, self.image, widgets.HBox([self.play, self.slider]), self.frame_label,
+                             self.timeline])
         super().__init__([widgets.HBox([left, self.info])])
         self.add_class('timer1-scrubber')
         self.set_case(case)
@@ -582,8 +639,10 @@ def _open_frames(self: Scrubber, case: Case) -> None:
     "Set `self.source` to the frames of `case`, or `self.error` to why there are none (never raises)."
     path = find_case_video(case.video, self.video_root)
     if path is None:
-        where = f" (video_root={str(self.video_root)!r})" if self.video_root is not None else ' (pass video_root= to the viewer)'
-        self.error = f"Video not found for case {case.id!r}: '{case.video}'{where}. The timeline and texts below still show the case."
+        where = (f" (video_root={str(self.video_root)!r})" if self.video_root is not None
+                 else ' (pass video_root= to the viewer)')
+        self.error = (f"Video not found for case {case.id!r}: '{case.video}'{where}. "
+                      "The timeline and texts below still show the case.")
         return
     try: self.source = FrameSource(path, case.clip, self.config, self.cache)
     except VideoNotFoundError as e: self.error = f"Video not found for case {case.id!r}: {e}"
@@ -652,7 +711,8 @@ def _render(self: Scrubber, t: float) -> None:
         jpg = self.source.jpeg(i)
         if self.image.value != jpg: self.image.value = jpg
         self.frame_label.value = (f'<span style="font-size:12px;color:#555">frame {i + 1}/{len(self.source)} at '
-                                  f'{self.source.timestamps[i]:.2f} s · {self.source.video.fps:.2f} fps sampled</span>')
+                                  f'{self.source.timestamps[i]:.2f} s · {self.source.video.fps:.2f} fps '
+                                  'sampled</span>')
     else:
         self.frame_label.value = ''
     ph = self.timeline.data[PLAYHEAD_TRACE]
@@ -698,15 +758,18 @@ def _make_filters(self: CaseBrowser, threshold: float, sort: str, run: str | Non
     opts = lambda xs: [_ANY] + sorted({x for x in xs if x is not None})
     lay = lambda w: widgets.Layout(width=w)
     self.title = widgets.HTML(f'<b>{_esc(title)}</b>' if title else '')
-    self.dataset = widgets.Dropdown(options=opts(c.dataset for c in self.all_cases), description='dataset', layout=lay('230px'))
-    self.qtype = widgets.Dropdown(options=opts(c.qtype for c in self.all_cases), description='query type', layout=lay('300px'))
+    self.dataset = widgets.Dropdown(options=opts(c.dataset for c in self.all_cases), description='dataset',
+                                    layout=lay('230px'))
+    self.qtype = widgets.Dropdown(options=opts(c.qtype for c in self.all_cases), description='query type',
+                                  layout=lay('300px'))
     self.run = widgets.Dropdown(options=[_ANY] + runs, value=run if run in runs else _ANY, description='run',
                                 layout=lay('300px'))
     self.outcome = widgets.ToggleButtons(options=list(OUTCOMES), value='all', description='outcome',
                                          style=dict(button_width='66px'), layout=lay('380px'))
     self.threshold = widgets.FloatSlider(value=threshold, min=0.05, max=0.95, step=0.05, description='IoU ≥',
                                          readout_format='.2f', continuous_update=False, layout=lay('260px'))
-    self.sort = widgets.Dropdown(options=[(v, k) for k, v in SORTS.items()], value=sort, description='sort', layout=lay('260px'))
+    self.sort = widgets.Dropdown(options=[(v, k) for k, v in SORTS.items()], value=sort, description='sort',
+                                 layout=lay('260px'))
 
 # %% ../nbs/30_viewer.ipynb #044e69da
 @patch(as_prop=True)
@@ -744,8 +807,10 @@ def refresh(self: CaseBrowser) -> None:
     if not self.cases:
         self.status.value = '<span style="color:#b00">no cases match</span>'
         self.scrubber.set_case(None)
-        if not self.all_cases: self.scrubber.message.value = message_html('No cases: the prediction files hold no records.', 'info')
-        else: self.scrubber.message.value = message_html('No cases match these filters.', 'info')
+        if not self.all_cases:
+            self.scrubber.message.value = message_html('No cases: the prediction files hold no records.', 'info')
+        else:
+            self.scrubber.message.value = message_html('No cases match these filters.', 'info')
         return
     self.select(keep if keep is not None else 0)
 
@@ -766,7 +831,8 @@ def select(self: CaseBrowser, i: int) -> None:
             except Exception: pass
         self.scrubber.set_case(self.cases[i])
     if self.prefetch and i + 1 < len(self.cases): self._prefetch_video(self.cases[i + 1])
-    self.status.value = f'<span style="font-size:12px">case {i + 1} / {len(self.cases)} ({len(self.all_cases)} in all)</span>'
+    self.status.value = (f'<span style="font-size:12px">case {i + 1} / {len(self.cases)} '
+                         f'({len(self.all_cases)} in all)</span>')
     self.prev_btn.disabled, self.next_btn.disabled = i == 0, i == len(self.cases) - 1
 
 @patch
