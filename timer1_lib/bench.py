@@ -792,8 +792,7 @@ def cpu_isa(isas: tuple = ('avx2', 'default', 'avx2'), cold_start_steps: int = 1
 # %% ../nbs/90_bench.ipynb #771e78fc
 @benchmark('entry_points', folder='reproducibility')
 def entry_points(preset: str = 'cpu', seed: int = 0, out_dir: str | None = None) -> dict:
-    ("`python -m timer1_lib.train --preset P --seed S` and `papermill nbs/train.ipynb -p preset P -p seed S`, "
-     "side by side: same metrics?")
+    "The CLI (`python -m timer1_lib.train`) and papermill of nbs/train.ipynb, same preset and seed: same metrics?"
     from concurrent.futures import ThreadPoolExecutor
     root = repo_root() or Path.cwd()
     res = dict(machine=machine_info(), preset=preset, seed=seed)
