@@ -126,3 +126,28 @@ def test_evaluate_scores_the_best_window_and_reports_points(tmp_path):
             == [('inside', 11), ('strict', 11)])
     md = files['results.md'].read_text()
     assert "TVGBench: 11 zero-length ground truth(s); point_gt='inside'" in md and "point_gt='strict'" in md
+
+
+# ---- dense captions (issue #13)
+
+def test_bundled_files_have_no_captions_and_load_as_released(timerft):
+    "The bundled files carry no captions: items keep the released ids and segments, and `captions` stays empty."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        tvg = load_tvgbench()
+    raw = json.loads(asset_path('train_2k5.json').read_text())
+    assert [it.id for it in timerft] == [r['qid'] for r in raw]
+    assert [list(it.orig_segment or it.segment) for it in timerft] == [[float(x) for x in r['timestamp']] for r in raw]
+    assert [it.id for it in tvg] == [f'tvgbench-{i:03d}' for i in range(800)]
+    assert all(it.captions == () and 'captions' not in it.meta for it in timerft + tvg)
+
+
+def test_captions_roundtrip_tvgbench_format_through_write_timerft(tmp_path):
+    "Captions of a cropped TVGBench record stay relative to the window through write_timerft and back."
+    rec = {'path': 'v.mp4', 'question': 'a man waves', 'answer': '2-5', 'start': 10, 'end': 40, 'duration': 30,
+           'captions': [[6, 30, 'he leaves'], [0, 6, 'a man waves']]}
+    (tmp_path / 'tvg.json').write_text(json.dumps([rec]))
+    it, = load_annotations(tmp_path / 'tvg.json')
+    assert it.captions == ((6.0, 30.0, 'he leaves'), (0.0, 6.0, 'a man waves')) and it.clip == (10.0, 40.0)
+    back, = load_annotations(write_timerft([it], tmp_path / 'a.json'))
+    assert back == it

@@ -12,12 +12,14 @@ from typing import Callable, Iterable, Literal
 from .core import write_json
 
 # %% auto #0
-__all__ = ['Segment', 'OnError', 'FORMATS', 'ASSETS', 'GroundingItem', 'AnnotationError', 'Issue', 'check_item', 'Annotations',
-           'probe_duration', 'detect_format', 'load_annotations', 'item_to_timerft', 'write_timerft', 'asset_path',
-           'load_timerft', 'load_tvgbench', 'find_video', 'resolve_video', 'missing_videos', 'read_prediction_lines']
+__all__ = ['Segment', 'Caption', 'OnError', 'FORMATS', 'ASSETS', 'GroundingItem', 'AnnotationError', 'Issue', 'check_item',
+           'Annotations', 'probe_duration', 'detect_format', 'load_annotations', 'item_to_timerft', 'write_timerft',
+           'asset_path', 'load_timerft', 'load_tvgbench', 'find_video', 'resolve_video', 'missing_videos',
+           'read_prediction_lines']
 
 # %% ../nbs/02_data.ipynb #69a9feca
 Segment = tuple[float, float]
+Caption = tuple[float, float, str]      # (start, end, text)
 
 @dataclass
 class GroundingItem:
@@ -35,6 +37,7 @@ class GroundingItem:
     orig_segment: Segment | None = None       # the released ground truth when a loader clipped it to the duration
     # every ground-truth window when there are several (primary first), else ()
     windows: tuple[Segment, ...] = ()
+    captions: tuple[Caption, ...] = ()        # dense captions (start, end, text), relative to the clip start
     meta: dict = field(default_factory=dict)  # anything else (TVGBench bins, SynthTVG captions, ...)
 
     def __post_init__(self):
@@ -43,6 +46,7 @@ class GroundingItem:
             if getattr(self, k) is not None: setattr(self, k, _pair(getattr(self, k)))
         self.duration = float(self.duration)
         self.windows = tuple(_pair(w) for w in self.windows)
+        self.captions = tuple(_caption(c, k) for k, c in enumerate(self.captions))
         if self.windows and self.windows[0] != self.segment:
             raise ValueError(f"item {self.id!r}: windows[0] {self.windows[0]} must be the segment {self.segment}")
 
@@ -54,6 +58,18 @@ class GroundingItem:
 def _pair(x) -> Segment:
     a, b = x
     return (float(a), float(b))
+
+# %% ../nbs/02_data.ipynb #5852aefb
+def _caption(c, k: int = 0) -> Caption:
+    "Caption number `k` as (start, end, text), from `[start, end, text]` or `{'start', 'end', 'caption'}`."
+    if isinstance(c, dict) and {'start', 'end', 'caption'} <= set(c): c = (c['start'], c['end'], c['caption'])
+    if isinstance(c, (str, bytes, dict)) or not isinstance(c, (list, tuple)) or len(c) != 3:
+        raise ValueError(f'caption {k} {str(c)[:80]} is not a [start, end, text] triple')
+    s, e, text = c
+    if not isinstance(text, str): raise ValueError(f'caption {k} text {text!r} is not a string')
+    try: return (float(s), float(e), text)
+    except (TypeError, ValueError): raise ValueError(f'caption {k} times {s!r}, {e!r} are not numbers') from None
+
 
 # %% ../nbs/02_data.ipynb #a6c4b286
 class AnnotationError(ValueError):
@@ -79,12 +95,21 @@ def _window_problems(seg, duration, what: str, tol: float) -> list[str]:
     if _finite(duration) and e > duration + tol: return [f'{what} end {e} > duration {duration}']
     return []
 
+def _caption_problems(c: Caption, k: int, duration, tol: float) -> list[str]:
+    s, e, _ = c
+    if not (_finite(s) and _finite(e)): return [f'caption {k} [{s}, {e}] is not finite']
+    if s < 0: return [f'caption {k} start {s} < 0']
+    if e < s: return [f'caption {k} end {e} < start {s}']
+    if _finite(duration) and e > duration + tol: return [f'caption {k} end {e} > duration {duration}']
+    return []
+
 def check_item(it: GroundingItem, tol: float = 1e-6) -> list[str]:
-    "Problems with `it` (empty when it is valid); every ground-truth window is checked like `segment`."
+    "Problems with `it` (empty when it is valid); ground-truth windows are checked like `segment`, and captions."
     out = []
     if not _finite(it.duration) or it.duration <= 0: out.append(f'duration {it.duration!r} is not a positive number')
     out += _window_problems(it.segment, it.duration, 'segment', tol)
     for k, w in enumerate(it.windows[1:], 1): out += _window_problems(w, it.duration, f'window {k}', tol)
+    for k, c in enumerate(it.captions): out += _caption_problems(c, k, it.duration, tol)
     if not str(it.query).strip(): out.append('empty query')
     if it.clip is not None and not (_finite(it.clip[0]) and _finite(it.clip[1]) and 0 <= it.clip[0] < it.clip[1]):
         out.append(f'bad clip window {it.clip}')
@@ -120,6 +145,7 @@ def _clip_to_duration(it: GroundingItem) -> None:
     if it.windows:
         it.meta['orig_windows'] = [list(w) for w in it.windows]
         it.windows = tuple(cut(w) for w in it.windows)
+    it.captions = tuple((*cut((s, e)), t) for s, e, t in it.captions)
 
 # %% ../nbs/02_data.ipynb #5bd7282f
 OnError = Literal['raise', 'skip', 'clip']
@@ -159,7 +185,7 @@ def _collect(records: Iterable, path, fmt: str, on_error: OnError = 'raise', tol
 
 # %% ../nbs/02_data.ipynb #ed352bc9
 _TIMERFT_KEYS = {'video', 'duration', 'timestamp', 'sentence', 'qid', 'video_start', 'video_end', 'difficulty',
-                 'pred', 'source', 'qtype', 'id', 'windows'}
+                 'pred', 'source', 'qtype', 'id', 'windows', 'captions'}
 
 def _req(r: dict, k: str):
     if not isinstance(r, dict): raise AnnotationError(f'expected an object, got {type(r).__name__}')
@@ -182,6 +208,17 @@ def _window(r: dict, a: str, b: str) -> Segment | None:
     if r.get(a) is None and r.get(b) is None: return None
     return (_num(r, a), _num(r, b))
 
+def _captions(r: dict) -> tuple:
+    "The optional `captions` list of a record (checked by `GroundingItem` and `check_item`)."
+    v = r.get('captions')
+    if v is None: return ()
+    if not isinstance(v, list): raise AnnotationError(f"field 'captions' is not a list of [start, end, text]: {v!r}")
+    return tuple(v)
+
+def _meta(r: dict) -> dict:   # unknown keys; SynthTVG's caption dicts are kept as written too
+    legacy = isinstance(r.get('captions'), list) and any(isinstance(c, dict) for c in r['captions'])
+    return {k: v for k, v in r.items() if k not in _TIMERFT_KEYS or (k == 'captions' and legacy)}
+
 def _parse_timerft(data) -> Iterable:
     if not isinstance(data, list): raise AnnotationError('TimeRFT json must be a list of records')
     for i, r in enumerate(data):
@@ -197,7 +234,7 @@ def _parse_timerft(data) -> Iterable:
                                difficulty=_num(r, 'difficulty') if r.get('difficulty') is not None else None,
                                source=src, qtype=r.get('qtype'),
                                windows=tuple(_seg({'w': w}, 'w') for w in r.get('windows') or ()),
-                               meta={k: v for k, v in r.items() if k not in _TIMERFT_KEYS})
+                               captions=_captions(r), meta=_meta(r))
         except Exception as e: it = e
         yield i, rid, it
 
@@ -214,6 +251,7 @@ def _parse_tvgbench(data) -> Iterable:
             it = GroundingItem(id=rid, video=str(_req(r, 'path')), duration=_num(r, 'duration'),
                                query=str(_req(r, 'question')), segment=(s, e), clip=_window(r, 'start', 'end'),
                                source=r.get('dataset_name') or bins.get('dataset'), qtype=r.get('qsemtype'),
+                               captions=_captions(r),
                                meta={'bins': r.get('bins'), 'question_type': r.get('question_type'),
                                      'source_file': r.get('source')})
         except Exception as e: it = e
@@ -284,7 +322,7 @@ def _parse_qvh(text: str) -> Iterable:
             wins = _req(r, 'relevant_windows')
             if not wins: raise AnnotationError("empty 'relevant_windows'")
             it = GroundingItem(rid, f"{_req(r, 'vid')}.mp4", _num(r, 'duration'), str(_req(r, 'query')),
-                               _seg({'w': wins[0]}, 'w'), source='qvhighlights',
+                               _seg({'w': wins[0]}, 'w'), source='qvhighlights', captions=_captions(r),
                                windows=tuple(_seg({'w': w}, 'w') for w in wins))
         except json.JSONDecodeError as e: it = AnnotationError(f'line {i + 1}: malformed JSON: {e.msg}')
         except Exception as e: it = e
@@ -343,7 +381,8 @@ def item_to_timerft(it: GroundingItem) -> dict:
     if it.source is not None: r['source'] = it.source
     if it.qtype is not None: r['qtype'] = it.qtype
     if it.windows: r['windows'] = [list(w) for w in it.windows]
-    clash = set(it.meta) & (_TIMERFT_KEYS | {'orig_segment'})
+    if it.captions and 'captions' not in it.meta: r['captions'] = [list(c) for c in it.captions]
+    clash = set(it.meta) & (_TIMERFT_KEYS - {'captions'} | {'orig_segment'})
     if clash: raise ValueError(f'item {it.id!r}: meta keys {sorted(clash)} clash with TimeRFT fields')
     return r | dict(it.meta)
 

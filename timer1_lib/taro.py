@@ -10,7 +10,9 @@ from typing import Sequence
 import torch
 
 # %% auto #0
-__all__ = ['shuffle_near_boundaries', 'temporal_sensitivity_rewards', 'aw_bc_loss', 'constructed_fraction', 'reasoning_prefix']
+__all__ = ['TARO_TOKENS', 'TARO_SHUFFLES', 'shuffle_near_boundaries', 'temporal_sensitivity_rewards', 'aw_bc_loss',
+           'constructed_fraction', 'reasoning_prefix', 'temporal_sensitivity', 'TaroConfig', 'reasoning_token_mask',
+           'group_permutations', 'TemporalSensitivityReward', 'TaroTrainer']
 
 # %% ../nbs/15_taro.ipynb #12bab7e2
 def _boundary_groups(t: torch.Tensor, segment, window: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,3 +112,193 @@ def reasoning_prefix(query: str, captions: Sequence[Sequence], k: int) -> str:
     lines = [f'I need to find the specific moment {query.strip().rstrip(".")}.']
     lines += [f'From {_sec(s)} to {_sec(e)}, {str(c).strip().rstrip(".")}.' for s, e, c in caps]
     return '\n'.join(lines)
+
+# %% ../nbs/15_taro.ipynb #d8595cf5
+import time
+from dataclasses import dataclass, field, replace
+
+from fastcore.basics import patch
+
+from .grpo import TimeR1Config, TimeR1Trainer, reward_names
+from .rewards import completion_text, parse_answer, segment_score
+from .video import processor_video_kwargs
+
+TARO_TOKENS, TARO_SHUFFLES = ('think', 'response'), ('per_prompt', 'per_completion')
+
+# %% ../nbs/15_taro.ipynb #680810f2
+def temporal_sensitivity(completions, **kwargs) -> list[float]:
+    ("Placeholder for the temporal-sensitivity reward in `reward_funcs` (module level, so configs pickle): "
+     "`TaroTrainer` replaces it by a reward bound to itself.")
+    raise RuntimeError("the 'temporal_sensitivity' reward needs the policy and the videos: train with TaroTrainer")
+
+def _taro_funcs(funcs) -> list:
+    "Reward list with the name 'temporal_sensitivity' replaced by the module-level placeholder."
+    return [temporal_sensitivity if f == 'temporal_sensitivity' else f for f in reward_names(funcs)]
+
+# %% ../nbs/15_taro.ipynb #f2641ea7
+@dataclass
+class TaroConfig(TimeR1Config):
+    "`TimeR1Config` plus the TaRO temporal-sensitivity reward knobs (issue #13)."
+    reward_funcs: list[str] = field(default_factory=lambda: ['tiou', 'format', 'temporal_sensitivity'], metadata={
+        "help": "As TimeR1Config; also 'temporal_sensitivity' (the TaRO bonus, needs TaroTrainer)."})
+    taro_window: float = field(default=3.0, metadata={"help":
+        "Seconds each side of the GT start and end whose frames are permuted among themselves (0: no shuffle)."})
+    taro_alpha: float = field(default=0.3, metadata={"help": "Bonus paid when d_i > group mean of d + margin."})
+    taro_margin: float = field(default=0.0, metadata={"help": "Margin over the group's mean d."})
+    taro_gate: bool = field(default=True, metadata={"help": "Pay the bonus only when the IoU >= taro_iou_gate."})
+    taro_iou_gate: float = field(default=0.7, metadata={"help": "IoU threshold of the gate."})
+    taro_tokens: str = field(default='think', metadata={"help":
+        "Tokens p and q average over: 'think' (inside <think>...</think>) or 'response' (the whole completion)."})
+    taro_shuffle: str = field(default='per_prompt', metadata={"help":
+        "'per_prompt' (one permutation per group, encoded once) or 'per_completion' (one per rollout)."})
+    taro_seed: int = field(default=0, metadata={"help": "Seed of the shuffles (combined with step and group)."})
+
+    def __post_init__(self):
+        self.reward_funcs = _taro_funcs(self.reward_funcs)
+        self._check_taro()
+        super().__post_init__()
+
+# %% ../nbs/15_taro.ipynb #362b65a0
+@patch
+def _check_taro(self: TaroConfig):
+    "Validate the taro_* fields (errors name the field)."
+    fin = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float('inf')
+    if not fin(self.taro_window) or self.taro_window < 0: self._bad('taro_window', "must be a finite number >= 0")
+    if not fin(self.taro_alpha) or self.taro_alpha < 0: self._bad('taro_alpha', "must be a finite number >= 0")
+    if not fin(self.taro_margin): self._bad('taro_margin', "must be a finite number")
+    if not fin(self.taro_iou_gate) or not 0 <= self.taro_iou_gate <= 1:
+        self._bad('taro_iou_gate', "must be a number in [0, 1]")
+    if self.taro_tokens not in TARO_TOKENS: self._bad('taro_tokens', f"must be one of {list(TARO_TOKENS)}")
+    if self.taro_shuffle not in TARO_SHUFFLES: self._bad('taro_shuffle', f"must be one of {list(TARO_SHUFFLES)}")
+    if not isinstance(self.taro_seed, int) or isinstance(self.taro_seed, bool) or self.taro_seed < 0:
+        self._bad('taro_seed', "must be an int >= 0")
+
+# %% ../nbs/15_taro.ipynb #6e0ae88f
+def reasoning_token_mask(tokenizer, ids, tokens: str = 'think') -> list[bool]:
+    ("Per completion token: is it a reasoning token? 'response': all; 'think': overlaps the text between <think> and "
+     "</think> (the end when unclosed); no <think>: none.")
+    ids = [int(i) for i in ids]
+    if tokens not in TARO_TOKENS: raise ValueError(f"tokens must be one of {list(TARO_TOKENS)}, got {tokens!r}")
+    if tokens == 'response' or not ids: return [tokens == 'response'] * len(ids)
+    ends = [len(s) for s in tokenizer.batch_decode([ids[:k + 1] for k in range(len(ids))])]
+    text = tokenizer.decode(ids)
+    a = text.find('<think>')
+    if a < 0: return [False] * len(ids)
+    lo = a + len('<think>')
+    b = text.find('</think>', lo)
+    hi = len(text) if b < 0 else b
+    return [s < hi and e > lo for s, e in zip([0] + ends[:-1], ends)]
+
+# %% ../nbs/15_taro.ipynb #6589b72f
+def group_permutations(frame_times: Sequence, segments: Sequence, group_size: int, window: float = 3.0,
+                       per_completion: bool = False, seed: int = 0, step: int = 0) -> list[torch.LongTensor]:
+    ("One boundary-shuffle permutation per row (rows in consecutive groups of `group_size`): shared by a group, or "
+     "one per row with `per_completion`; seeded from (seed, step, group).")
+    if len(frame_times) != len(segments):
+        raise ValueError(f"{len(frame_times)} frame-time rows, {len(segments)} segments")
+    if len(segments) % group_size: raise ValueError(f"{len(segments)} rows is not a multiple of G={group_size}")
+    out = []
+    for g0 in range(0, len(segments), group_size):
+        gen = torch.Generator().manual_seed((seed * 1_000_003 + step * 10_007 + g0 // group_size) % 2 ** 62)
+        shared = shuffle_near_boundaries(frame_times[g0], segments[g0], window, gen)
+        for i in range(g0, g0 + group_size):
+            same = not per_completion or i == g0
+            out.append(shared if same else shuffle_near_boundaries(frame_times[i], segments[i], window, gen))
+    return out
+
+# %% ../nbs/15_taro.ipynb #ac8012fa
+class TemporalSensitivityReward:
+    "The TaRO bonus as a TRL reward callable, bound to a `TaroTrainer` (reads its policy and the rollout's videos)."
+    __name__ = 'temporal_sensitivity'
+    def __init__(self, trainer): self.trainer, self.last = trainer, None
+
+    def __call__(self, prompts, completions, completion_ids, segment, duration, windows=None, **kw) -> list[float]:
+        t0, tr = time.perf_counter(), self.trainer
+        a, G = tr.args, tr.num_generations if tr.model.training else tr.num_generations_eval
+        pids, clips, rows = tr._taro_prompt_ids, tr._pending_clips, tr._video_ctx
+        if pids is None or clips is None or rows is None or len(pids) != len(completions):
+            raise RuntimeError("temporal_sensitivity: called outside TaroTrainer's generation (no prompts/videos)")
+        for g0 in range(0, len(pids), G):
+            if any(pids[i] != pids[g0] for i in range(g0, g0 + G)):
+                raise RuntimeError(f"temporal_sensitivity: rows {g0}..{g0 + G - 1} are not one prompt's G rollouts")
+        tok = tr.processing_class.tokenizer
+        masks = [reasoning_token_mask(tok, c, a.taro_tokens) for c in completion_ids]
+        perms = group_permutations([c.timestamps for c in clips], segment, G, a.taro_window,
+                                   a.taro_shuffle == 'per_completion', a.taro_seed, tr.state.global_step)
+        p, q = self.sequence_logps(pids, completion_ids, masks, rows, tr._shuffled_rows(clips, perms))
+        ious = [segment_score('iou', parse_answer(completion_text(c)), s, d, w) for c, s, d, w in
+                zip(completions, segment, duration, windows or [None] * len(segment))]
+        out = temporal_sensitivity_rewards(p, q, G, a.taro_alpha, a.taro_margin, ious if a.taro_gate else None,
+                                           a.taro_iou_gate)
+        d = [0.0 if math.isnan(x) or math.isnan(y) else x - y for x, y in zip(p, q)]
+        log = kw.get('log_metric') or tr._log_metric
+        for k, v in dict(mean_d=sum(d) / len(d), frac_rewarded=sum(r > 0 for r in out) / len(out),
+                         frac_reasoning=sum(any(m) for m in masks) / len(masks),
+                         seconds=time.perf_counter() - t0).items(): log(f'temporal_sensitivity/{k}', v)
+        self.last = dict(p=p, q=q, d=d, iou=ious, rewards=out, perms=perms, masks=masks)
+        return out
+
+# %% ../nbs/15_taro.ipynb #bee24c97
+@patch
+def sequence_logps(self: TemporalSensitivityReward, prompt_ids, completion_ids, masks, *row_sets):
+    "Per row set (video rows per sequence): mean log-prob over each completion's masked tokens (NaN: none). No grad."
+    from trl.models.utils import disable_gradient_checkpointing
+    tr = self.trainer
+    tok = tr.processing_class.tokenizer
+    pad, dev = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id, tr.accelerator.device
+    P, C = max(map(len, prompt_ids)), max(1, max(map(len, completion_ids)))
+    ids = torch.full((len(prompt_ids), P + C), pad, dtype=torch.long)
+    am = torch.zeros_like(ids)
+    for i, (a, c) in enumerate(zip(prompt_ids, completion_ids)):   # prompts left-padded, completions right-padded
+        ids[i, P - len(a):P], am[i, P - len(a):P + len(c)] = torch.tensor(a), 1
+        if len(c): ids[i, P:P + len(c)] = torch.as_tensor(list(c))
+    m = torch.zeros(len(ids), C, dtype=torch.bool)
+    for i, mk in enumerate(masks): m[i, :len(mk)] = torch.tensor(mk, dtype=torch.bool)
+    out, prev = [], tr._video_ctx
+    try:
+        with torch.no_grad(), disable_gradient_checkpointing(tr.model, tr.args.gradient_checkpointing_kwargs):
+            for rows in row_sets:
+                tr._video_ctx = rows
+                lp = tr._get_per_token_logps_and_entropies(tr.model, ids.to(dev), am.to(dev), C,
+                                                           tr.args.per_device_train_batch_size)[0].float().cpu()
+                n = m.sum(1)
+                mean = torch.where(m, lp, torch.zeros_like(lp)).sum(1) / n.clamp(min=1)
+                out.append([float('nan') if k == 0 else float(v) for k, v in zip(n, mean)])
+    finally: tr._video_ctx = prev
+    return out
+
+# %% ../nbs/15_taro.ipynb #7509d816
+class TaroTrainer(TimeR1Trainer):
+    "`TimeR1Trainer` that can pay the TaRO temporal-sensitivity reward (`'temporal_sensitivity'` in reward_funcs)."
+    def __init__(self, model, args: TaroConfig, train_dataset=None, reward_funcs=None, **kwargs):
+        if not isinstance(args, TaroConfig): raise TypeError(f"args must be a TaroConfig, got {type(args).__name__}")
+        self._taro_prompt_ids = None
+        self.taro_reward = TemporalSensitivityReward(self)
+        funcs = _taro_funcs(args.reward_funcs if reward_funcs is None else reward_funcs)
+        funcs = [self.taro_reward if f is temporal_sensitivity else f for f in funcs]
+        super().__init__(model, args, train_dataset=train_dataset, reward_funcs=funcs, **kwargs)
+
+@patch
+def _tokenize_prompts(self: TaroTrainer, prompts: list):
+    # Why: the reward needs the prompt token ids of the rollouts, which TRL keeps local to
+    # _generate_and_score_completions; TimeR1Trainer's video tokenization is unchanged, the ids are only kept.
+    out = super(TaroTrainer, self)._tokenize_prompts(prompts)
+    self._taro_prompt_ids = out[0] if self._pending_clips is not None else None
+    return out
+
+# %% ../nbs/15_taro.ipynb #77c3f15d
+@patch
+def _shuffled_rows(self: TaroTrainer, clips, perms) -> list[dict]:
+    "Video tensors per row of the clips with frames permuted by `perms` (each distinct clip/perm encoded once)."
+    proc, dev, uniq, index = self.processing_class, self.accelerator.device, {}, []
+    for c, p in zip(clips, perms): index.append(uniq.setdefault((id(c), id(p)), len(uniq)))
+    firsts = {j: i for i, j in reversed(list(enumerate(index)))}
+    sh = [replace(clips[firsts[j]], frames=clips[firsts[j]].frames[perms[firsts[j]]]) for j in range(len(uniq))]
+    enc = proc(text=['<|vision_start|><|video_pad|><|vision_end|>'] * len(sh), **processor_video_kwargs(sh, proc),
+               padding=True, return_tensors='pt')
+    grid = enc['video_grid_thw']
+    pix = enc['pixel_values_videos'].split(grid.prod(-1).tolist())
+    spg = torch.as_tensor(enc['second_per_grid_ts'], dtype=torch.float32).reshape(-1)
+    u = [dict(pixel_values_videos=pix[j].to(dev), video_grid_thw=grid[j:j + 1].to(dev),
+              second_per_grid_ts=spg[j:j + 1].to(dev)) for j in range(len(sh))]
+    return [u[j] for j in index]
