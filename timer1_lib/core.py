@@ -12,7 +12,7 @@ import timer1_lib
 
 # %% auto #0
 __all__ = ['repo_root', 'artifacts_dir', 'resolve_path', 'atomic_write', 'write_json', 'jsonable', 'append_jsonl',
-           'is_main_process', 'log']
+           'is_main_process', 'log', 'parse_cli']
 
 # %% ../nbs/07_core.ipynb #5c9f5342
 def repo_root() -> Path | None:
@@ -98,3 +98,11 @@ def is_main_process() -> bool:
 def log(*args, **kw) -> None:
     "`print(*args, **kw)` with `flush=True`, on the main process only."
     if is_main_process(): print(*args, **{'flush': True, **kw})
+
+# %% ../nbs/07_core.ipynb #d3375469
+def parse_cli(parser, argv=None):
+    "The dataclass of `parser.parse_args_and_config(argv)` (a TRL `TrlParser`); a bad value exits 2 with one line."
+    import sys
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try: return parser.parse_args_and_config(argv)[0]
+    except (ValueError, FileNotFoundError, TypeError) as e: parser.exit(2, f"{parser.prog}: error: {e}\n")

@@ -1019,15 +1019,12 @@ def evaluate(cfg: EvalConfig | None = None, progress: bool = True, datasets: dic
 def main(argv=None) -> Evaluation:
     ("`python -m timer1_lib.evaluate --checkpoints CKPT [...] --datasets SPEC [...] "
      "[--config eval.yaml] [--field value ...]`.")
-    import sys
     from trl import TrlParser
-    from timer1_lib.core import log
+    from timer1_lib.core import log, parse_cli
     parser = TrlParser(EvalConfig, prog='python -m timer1_lib.evaluate',
                        description='Evaluate checkpoints on temporal-grounding benchmarks (Time-R1 protocol).')
     parser.add_argument('--config', metavar='FILE.yaml', help='YAML mapping of field: value (under the flags)')
-    try: cfg = parser.parse_args_and_config(sys.argv[1:] if argv is None else list(argv))[0]
-    except (ValueError, FileNotFoundError, TypeError) as e: parser.exit(2, f"{parser.prog}: error: {e}\n")
-    ev = evaluate(cfg)
+    ev = evaluate(parse_cli(parser, argv))
     log(markdown_table(ev.table()) + f"\nreport: {ev.out_dir}")
     return ev
 

@@ -24,8 +24,8 @@ from .video import FrameCache, VideoArgs, load_video, processor_video_kwargs
 
 # %% auto #0
 __all__ = ['LOSS_TYPES', 'reward_names', 'reward_label', 'TimeR1Config', 'grounding_rows', 'grounding_dataset',
-           'toy_grounding_items', 'mm_token_type_ids', 'video_model_inputs', 'TimeR1Trainer', 'GroundingLogCallback',
-           'NonFiniteGradGuard']
+           'toy_grounding_items', 'mm_token_type_ids', 'video_model_inputs', 'TimeR1Trainer', 'unique_index',
+           'video_rows', 'GroundingLogCallback', 'NonFiniteGradGuard']
 
 # %% ../nbs/11_grpo.ipynb #d1291a73
 LOSS_TYPES = {
@@ -318,6 +318,23 @@ def _generate_and_score_completions(self: TimeR1Trainer, inputs):
     self._record_samples(inputs)
     return out
 
+# %% ../nbs/11_grpo.ipynb #27b9067d
+def unique_index(keys) -> tuple[list[int], list[int]]:
+    "For hashable `keys`: each key's position among the distinct keys, and the first index of each distinct key."
+    pos, index, first = {}, [], []
+    for i, k in enumerate(keys):
+        if k not in pos: pos[k] = len(first); first.append(i)
+        index.append(pos[k])
+    return index, first
+
+def video_rows(enc, device) -> list[dict]:
+    "Per video of a processor output: its `pixel_values_videos`, `video_grid_thw`, `second_per_grid_ts` on `device`."
+    grid = enc['video_grid_thw']
+    pix = enc['pixel_values_videos'].split(grid.prod(-1).tolist())
+    spg = torch.as_tensor(enc['second_per_grid_ts'], dtype=torch.float32).reshape(-1)
+    return [dict(pixel_values_videos=pix[j].to(device), video_grid_thw=grid[j:j + 1].to(device),
+                 second_per_grid_ts=spg[j:j + 1].to(device)) for j in range(len(grid))]
+
 # %% ../nbs/11_grpo.ipynb #576c44cc
 @patch
 def _tokenize_prompts(self: TimeR1Trainer, prompts: list):
@@ -339,21 +356,14 @@ def _tokenize_prompts(self: TimeR1Trainer, prompts: list):
         if t.count(pad) != 1:
             raise ValueError(f"prompt {i} renders {t.count(pad)} {pad} placeholders; a grounding prompt needs "
                              "exactly one {'type': 'video'} content part (see build_messages)")
-    uniq, index = {}, []
-    for t, c in zip(texts, clips): index.append(uniq.setdefault((t, id(c)), len(uniq)))
-    first = {j: i for i, j in reversed(list(enumerate(index)))}
-    u_clips = [clips[first[j]] for j in range(len(uniq))]
-    enc = proc(text=[t for t, _ in uniq], **processor_video_kwargs(u_clips, proc), padding=True, return_tensors='pt')
+    index, first = unique_index([(t, id(c)) for t, c in zip(texts, clips)])
+    enc = proc(text=[texts[i] for i in first], **processor_video_kwargs([clips[i] for i in first], proc),
+               padding=True, return_tensors='pt')
     keep = enc['attention_mask'].bool()
-    ids = [enc['input_ids'][j][keep[j]].tolist() for j in range(len(uniq))]
-    mm = ([enc['mm_token_type_ids'][j][keep[j]].tolist() for j in range(len(uniq))]
+    ids = [enc['input_ids'][j][keep[j]].tolist() for j in range(len(first))]
+    mm = ([enc['mm_token_type_ids'][j][keep[j]].tolist() for j in range(len(first))]
           if 'mm_token_type_ids' in enc else None)
-    grid, dev = enc['video_grid_thw'], self.accelerator.device
-    pix = enc['pixel_values_videos'].split(grid.prod(-1).tolist())
-    spg = torch.as_tensor(enc['second_per_grid_ts'], dtype=torch.float32).reshape(-1)
-    u_rows = [dict(pixel_values_videos=pix[j].to(dev), video_grid_thw=grid[j:j + 1].to(dev),
-                   second_per_grid_ts=spg[j:j + 1].to(dev))
-              for j in range(len(uniq))]
+    u_rows = video_rows(enc, self.accelerator.device)
     rows = [u_rows[j] for j in index]          # the G rollouts of a prompt share one tensor
     self._video_ctx = rows
     fields = dict(pixel_values_videos=torch.cat([r['pixel_values_videos'] for r in rows]),

@@ -119,7 +119,7 @@ from dataclasses import dataclass, field, replace
 
 from fastcore.basics import patch
 
-from .grpo import TimeR1Config, TimeR1Trainer, reward_names
+from .grpo import TimeR1Config, TimeR1Trainer, reward_names, unique_index, video_rows
 from .rewards import completion_text, parse_answer, segment_score
 from .video import processor_video_kwargs
 
@@ -290,15 +290,10 @@ def _tokenize_prompts(self: TaroTrainer, prompts: list):
 @patch
 def _shuffled_rows(self: TaroTrainer, clips, perms) -> list[dict]:
     "Video tensors per row of the clips with frames permuted by `perms` (each distinct clip/perm encoded once)."
-    proc, dev, uniq, index = self.processing_class, self.accelerator.device, {}, []
-    for c, p in zip(clips, perms): index.append(uniq.setdefault((id(c), id(p)), len(uniq)))
-    firsts = {j: i for i, j in reversed(list(enumerate(index)))}
-    sh = [replace(clips[firsts[j]], frames=clips[firsts[j]].frames[perms[firsts[j]]]) for j in range(len(uniq))]
+    proc = self.processing_class
+    index, first = unique_index([(id(c), id(p)) for c, p in zip(clips, perms)])
+    sh = [replace(clips[i], frames=clips[i].frames[perms[i]]) for i in first]
     enc = proc(text=['<|vision_start|><|video_pad|><|vision_end|>'] * len(sh), **processor_video_kwargs(sh, proc),
                padding=True, return_tensors='pt')
-    grid = enc['video_grid_thw']
-    pix = enc['pixel_values_videos'].split(grid.prod(-1).tolist())
-    spg = torch.as_tensor(enc['second_per_grid_ts'], dtype=torch.float32).reshape(-1)
-    u = [dict(pixel_values_videos=pix[j].to(dev), video_grid_thw=grid[j:j + 1].to(dev),
-              second_per_grid_ts=spg[j:j + 1].to(dev)) for j in range(len(sh))]
+    u = video_rows(enc, self.accelerator.device)
     return [u[j] for j in index]

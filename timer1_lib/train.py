@@ -18,7 +18,7 @@ from typing import Any
 
 from fastcore.basics import patch
 
-from .core import artifacts_dir, resolve_path, write_json, is_main_process, log
+from .core import artifacts_dir, resolve_path, write_json, is_main_process, log, parse_cli
 
 # %% auto #0
 __all__ = ['REPRODUCIBLE_CPU_ENV', 'PRESETS', 'PRESET_HELP', 'DIFFICULTY_MODELS', 'REPORT_TO', 'PHASE_NAMES', 'TrainConfig',
@@ -165,6 +165,17 @@ def _tristate(cfg, name: str, values=('auto',)):
 DIFFICULTY_MODELS = {'base': 'the loaded checkpoint, before any training (TimeRFT)', 'start': "GRPO's starting model"}
 REPORT_TO = {'none': None, 'tensorboard': 'tensorboard', 'trackio': 'trackio', 'wandb': 'wandb'}
 
+def _check_rewards(cfg, names: list, think):
+    "Every reward name is registered; Time-R1's `format` only with `<think>` completions (`think` False: refused)."
+    from timer1_lib.rewards import REWARDS
+    unknown = [n for n in names if n not in REWARDS]
+    if not names or unknown:
+        _bad('reward_funcs', cfg.reward_funcs,
+             f"unknown reward name(s) {unknown}; valid names: {', '.join(sorted(REWARDS))}")
+    if think is False and 'format' in names:
+        _bad('reward_funcs', cfg.reward_funcs,
+             "'format' needs <think>...</think> completions; with think=False use 'format_answer'")
+
 def _check_report_to(cfg):
     names = [s.strip() for s in str(cfg.report_to).split(',') if s.strip()] or ['none']
     for n in names:
@@ -222,7 +233,7 @@ def _check_numbers(self: TrainConfig):
 def _check_choices(self: TrainConfig):
     from timer1_lib.curriculum import SAMPLE_MODES
     from timer1_lib.grpo import LOSS_TYPES
-    from timer1_lib.rewards import REWARDS
+    from timer1_lib.grpo import reward_names
     from transformers.trainer_utils import SchedulerType
     if self.difficulty_model not in DIFFICULTY_MODELS:
         _bad('difficulty_model', self.difficulty_model, f"must be one of {list(DIFFICULTY_MODELS)}")
@@ -232,15 +243,7 @@ def _check_choices(self: TrainConfig):
     kinds = [s.value for s in SchedulerType]
     if self.lr_scheduler_type not in kinds:
         _bad('lr_scheduler_type', self.lr_scheduler_type, f"must be one of {kinds}")
-    if self.reward_funcs != 'auto':
-        names = [r.strip() for r in str(self.reward_funcs).split(',') if r.strip()]
-        unknown = [n for n in names if n not in REWARDS]
-        if not names or unknown:
-            _bad('reward_funcs', self.reward_funcs,
-                 f"unknown reward name(s) {unknown}; valid names: {', '.join(sorted(REWARDS))}")
-        if self.think is False and 'format' in names:
-            _bad('reward_funcs', self.reward_funcs,
-                 "'format' needs <think>...</think> completions; with think=False use 'format_answer'")
+    if self.reward_funcs != 'auto': _check_rewards(self, reward_names(str(self.reward_funcs)), self.think)
     from timer1_lib.evaluate import parse_frame_size
     try: parse_frame_size(self.frame_size)
     except ValueError as e: _bad('frame_size', self.frame_size, str(e).split(', got')[0].replace('frame_size ', ''))
@@ -341,14 +344,13 @@ def _resume_checkpoint(cfg: TrainConfig, out: Path) -> Path | None:
 def plan(self: TrainConfig) -> TrainPlan:
     "Resolve the 'auto' values against the checkpoint ('tiny' is built once if missing) and the run folder."
     from timer1_lib.evaluate import check_checkpoint, default_checkpoint, parse_frame_size
+    from timer1_lib.grpo import reward_names
     from timer1_lib.model import is_tiny, think_for, video_config_for
     ckpt = default_checkpoint() if self.model_path == 'tiny' else check_checkpoint(self.model_path)
     tiny, think = is_tiny(ckpt), think_for(ckpt, self.think)
     rewards = self.reward_funcs if self.reward_funcs != 'auto' else ('tiou,format' if think else 'tiou,format_answer')
-    rewards = [r.strip() for r in rewards.split(',') if r.strip()]
-    if not think and 'format' in rewards:
-        _bad('reward_funcs', self.reward_funcs,
-             "'format' needs <think>...</think> completions; with think=False use 'format_answer'")
+    rewards = reward_names(rewards)
+    _check_rewards(self, rewards, think)
     weights = [float(w) for w in self.reward_weights.split(',')] if self.reward_weights else None
     if weights is not None and len(weights) != len(rewards):
         _bad('reward_weights', self.reward_weights, f"has {len(weights)} weights for {len(rewards)} rewards {rewards}")
@@ -423,6 +425,8 @@ class TrainingRun:
     "One training run of `cfg` (see `run_training`); phases: data, load, before, cold start, curriculum, GRPO, finish."
     def __init__(self, cfg: TrainConfig, plan: TrainPlan | None = None):
         self.cfg, self.plan = cfg, plan or cfg.plan()
+        if self.plan.cpu_threads:     # before record_config, which records the thread count the run uses
+            import torch; torch.set_num_threads(self.plan.cpu_threads)
         self.out, self.timings, self.t0 = self.plan.out, {}, time.perf_counter()
         self.metrics_path = self.out / 'metrics.json'
         old = json.loads(self.metrics_path.read_text()) if self.metrics_path.is_file() and self.plan.resume else {}
@@ -474,7 +478,6 @@ def load_model(self: TrainingRun):
      "(a bf16 tiny policy hit NaN logits in sampling).")
     import torch
     from timer1_lib.model import load_model, load_processor
-    if self.plan.cpu_threads: torch.set_num_threads(self.plan.cpu_threads)
     self.processor = load_processor(self.plan.checkpoint)
     dtype = torch.float32 if self.plan.tiny or not torch.cuda.is_available() else torch.bfloat16
     self.model = load_model(self.plan.checkpoint, dtype=dtype)
@@ -706,15 +709,14 @@ def run_training(cfg: TrainConfig | None = None, *, show=None, **overrides) -> T
     run.load_model()
     if cfg.eval_before: run.evaluate('before')
     else: log('[eval] before: skipped (eval_before=False)')
-    if cfg.grpo and cfg.difficulty_model == 'base':   # TimeRFT: difficulty of the base model, before any training
+    def draw():
         run.select_curriculum()
         if show: show(run.selection_table())
+    if cfg.grpo and cfg.difficulty_model == 'base': draw()   # TimeRFT: base-model difficulty, before any training
     run.cold_start()
     history = []
     if cfg.grpo:
-        if cfg.difficulty_model == 'start':
-            run.select_curriculum()
-            if show: show(run.selection_table())
+        if cfg.difficulty_model == 'start': draw()
         run.grpo(run.grpo_items); history = run.trainer.curriculum.state.history
         if show:
             import pandas as pd; show(pd.DataFrame(history))
@@ -748,16 +750,14 @@ def parse_args(argv=None) -> TrainConfig:
     parser, name = make_parser(), _preset_of(argv)
     if name not in PRESETS: parser.error(f"preset={name!r}: must be one of {list(PRESETS)}")
     parser.set_defaults(**PRESETS[name])
-    try: cfg = parser.parse_args_and_config(argv)[0]    # [1]: the namespace holding --preset
-    except (ValueError, FileNotFoundError, TypeError) as e:
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    cfg = parse_cli(parser, argv)
     cfg._preset = name
     return cfg
 
 def main(argv=None) -> TrainResult:
     "`python -m timer1_lib.train [--preset cpu|gpu|smoke] [--config run.yaml] [--field value ...]`."
     res = run_training(parse_args(argv))
-    if is_main_process(): log(res.summary().to_string(float_format=lambda v: f'{v:.1f}'))
+    log(res.summary().to_string(float_format=lambda v: f'{v:.1f}'))
     return res
 
 # %% ../nbs/14_train.ipynb #7ff8b8ea
