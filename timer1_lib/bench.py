@@ -12,11 +12,13 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['BENCHMARKS', 'SMOKE_TEXT', 'SMOKE_VISION', 'HELDOUT_SPLIT', 'HELDOUT_TYPE', 'MAIN', 'HELD', 'EVAL_ALL', 'GPU_GRPO',
-           'NOBEFORE', 'SFT_MORE', 'SMOKE_PLAN', 'STUDIES', 'ISA_ENV', 'Benchmark', 'command_for', 'current_command',
-           'benchmark', 'bench_dir', 'save_result', 'machine_info', 'build_parser', 'main', 'cache_timings',
-           'video_cache', 'predict_timing', 'gpu_predict', 'sft_curve', 'coldstart_sft', 'synth_speed', 'launch_run',
-           'run_plan', 'collect_run', 'run_study', 'load_runs', 'paired_delta', 'analyze_study', 'grpo_gpu',
-           'grpo_gpu_results', 'grpo_vs_sft', 'grpo_vs_sft_results', 'cpu_isa', 'entry_points', 'real_data_fixture']
+           'NOBEFORE', 'SFT_MORE', 'SMOKE_PLAN', 'TARO_ROWS', 'TARO_EVAL', 'TARO_GRPO', 'TARO_SMOKE', 'STUDIES',
+           'ISA_ENV', 'Benchmark', 'command_for', 'current_command', 'benchmark', 'bench_dir', 'save_result',
+           'machine_info', 'build_parser', 'main', 'cache_timings', 'video_cache', 'predict_timing', 'gpu_predict',
+           'sft_curve', 'coldstart_sft', 'synth_speed', 'launch_run', 'run_plan', 'collect_run', 'run_study',
+           'load_runs', 'paired_delta', 'analyze_study', 'taro_entries', 'analyze_taro', 'taro', 'taro_results',
+           'grpo_gpu', 'grpo_gpu_results', 'grpo_vs_sft', 'grpo_vs_sft_results', 'cpu_isa', 'entry_points',
+           'real_data_fixture']
 
 # %% ../nbs/90_bench.ipynb #ed78d04c
 from .core import artifacts_dir, jsonable, repo_root, resolve_path, write_json
@@ -531,14 +533,15 @@ def _jsonl(f: Path) -> list[dict]:
     return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
 
 _LOG_KEYS = ('step', 'epoch', 'reward', 'kl', 'completions/mean_length', 'step_time', 'frac_reward_zero_std')
+_LOG_PREFIXES = ('rewards/', 'curriculum', 'taro/', 'temporal_sensitivity/')
 
 def collect_run(d: Path) -> dict:
     "What the analysis needs of one run folder: metrics.json, the GRPO log, the curriculum, per-item predictions."
     r = dict(metrics=json.loads((d / 'metrics.json').read_text())) if (d / 'metrics.json').is_file() else {}
-    r['grpo_log'] = [{k: v for k, v in x.items() if k in _LOG_KEYS or k.startswith(('rewards/', 'curriculum'))}
+    r['grpo_log'] = [{k: v for k, v in x.items() if k in _LOG_KEYS or k.startswith(_LOG_PREFIXES)}
                      for x in _jsonl(d / 'grpo' / 'metrics.jsonl')]
     r['curriculum'] = _jsonl(d / 'grpo' / 'curriculum.jsonl')
-    r['eval'] = {f.stem: [{k: x.get(k) for k in ('id', 'pred', 'gt', 'duration', 'qtype')} for x in _jsonl(f)
+    r['eval'] = {f.stem: [{k: x.get(k) for k in ('id', 'pred', 'gt', 'duration', 'qtype', 'text')} for x in _jsonl(f)
                           if x.get('type') != 'config' and 'id' in x] for f in sorted(d.glob('eval_*.jsonl'))}
     return r
 
@@ -711,6 +714,149 @@ def _grpo_vs_sft_comparisons(runs) -> list:
             ('held-out split: SFT 1300 (from scratch) vs SFT 1000', '', ho, (s2 + 'ho_sft1300', 'after_coldstart'))]
     return out
 
+# %% ../nbs/90_bench.ipynb #b6ac177e
+TARO_ROWS = {   # row -> TrainConfig fields on top of TARO_GRPO (the paper's ablation rows)
+    'GRPO': dict(method='time-r1', eval_before=True),
+    '+TR': dict(method='taro', taro_reward=True, taro_cre='off'),
+    '+CRE': dict(method='taro', taro_reward=False, taro_cre='constant'),
+    '+CRE+TR': dict(method='taro', taro_reward=True, taro_cre='constant'),
+    '+CRE+PC': dict(method='taro', taro_reward=False, taro_cre='progressive'),
+    '+CRE+TR+PC': dict(method='taro', taro_reward=True, taro_cre='progressive', eval_before=True),
+}
+TARO_EVAL = dict(eval_limit=600, eval_batch_size=64, eval_max_new_tokens=96)
+# AW-BC length-normalised: with the seed's sum over ~100 tokens, lr 1e-4 and half the rollouts constructed, the first
+# attempt (2026-12-01) lost the format reward entirely (format 0.00, KL 3.5 by step 50); see artifacts/bench/taro/
+TARO_GRPO = dict(HELD, think=True, num_generations=8, prompts_per_step=8, sample_pool=128, sample_k=64,
+                 num_train_epochs=3, max_completion_length=64, cold_start=False, eval_before=False,
+                 taro_bc_length_normalize=True, **TARO_EVAL)
+
+def _taro_slug(row: str) -> str: return row.strip('+').lower().replace('+', '_') or 'grpo'
+
+def _taro_plan(seeds=(0, 1, 2), rows=tuple(TARO_ROWS), cold_start_steps: int = 800, grpo: dict | None = None) -> dict:
+    "A caption cold start per seed (think), then every row from its model."
+    plan = {}
+    for s in seeds:
+        plan[f'cs_s{s}'] = (dict(HELD, seed=s, think=True, grpo=False, cold_start_steps=cold_start_steps,
+                                 eval_before=False, eval_limit=64, eval_batch_size=64), None)
+        for r in rows:
+            plan[f'{_taro_slug(r)}_s{s}'] = (dict(TARO_GRPO, **(grpo or {}), seed=s, **TARO_ROWS[r]), f'cs_s{s}')
+    return plan
+
+TARO_SMOKE = lambda: _taro_plan((0,), ('GRPO', '+CRE+TR+PC'), 2, dict(
+    num_generations=2, prompts_per_step=2, sample_pool=4, sample_k=4, num_train_epochs=2, eval_limit=3,
+    max_completion_length=16, eval_max_new_tokens=16))
+
+# %% ../nbs/90_bench.ipynb #978be124
+def _taro_metrics(recs: list[dict]) -> dict:
+    "R1@0.3/0.5/0.7, mIoU (%), the share of <think> spans citing a GT boundary (within 1 s), n."
+    from timer1_lib.taro import cites_boundary
+    v = np.array([_iou_of([r])[r['id']] for r in recs])
+    cite = [cites_boundary(r.get('text') or '', r['gt']) for r in recs]
+    return {**{f'R1@{m}': 100 * float(np.mean(v > m)) for m in (0.3, 0.5, 0.7)}, 'mIoU': 100 * float(v.mean()),
+            'cites_boundary': 100 * float(np.mean(cite)), 'n': len(recs)}
+
+def _taro_train_stats(run: dict) -> dict:
+    "From the GRPO log: seconds a step, the temporal reward's seconds a step, mean d, share constructed."
+    log = [x for x in run.get('grpo_log', []) if 'step_time' in x or 'taro/constructed' in x]
+    mean = lambda k: float(np.mean(v)) if (v := [x[k] for x in log if x.get(k) is not None]) else None
+    return dict(steps=len(log), step_s=mean('step_time'), tr_s=mean('temporal_sensitivity/seconds'),
+                mean_d=mean('temporal_sensitivity/mean_d'), constructed=mean('taro/constructed'),
+                grpo_s=run.get('metrics', {}).get('timings', {}).get('grpo_s'))
+
+# %% ../nbs/90_bench.ipynb #d9218e87
+def taro_entries(runs: dict) -> list[dict]:
+    ("One entry per (row, seed) that finished: metrics by part (all, in-distribution, held-out type) after GRPO and, "
+     "for the cold start, of the start model; training stats.")
+    qt, out = _qtypes(), []
+    slugs = {_taro_slug(r): r for r in TARO_ROWS}
+    for key, run in sorted(runs.items()):
+        name = key.split('/')[-1]; slug, s = name.rsplit('_s', 1)
+        phases = [('after_grpo', slugs.get(slug))] + ([('before', 'cold start')] if slug in ('grpo',) else [])
+        for ph, row in phases:
+            recs = run.get('eval', {}).get(f'eval_{ph}')
+            if not row or not recs: continue
+            by = {r['id']: r for r in recs}
+            parts = _parts(sorted(by), by, True, qt)
+            out.append(dict(row=row, seed=int(s), run=key, phase=ph, ids={p: v for p, v in parts.items()},
+                            metrics={p: _taro_metrics([by[i] for i in v]) for p, v in parts.items()},
+                            train=_taro_train_stats(run) if ph == 'after_grpo' else None))
+    return out
+
+# %% ../nbs/90_bench.ipynb #09a8a273
+def _ms(xs, nd: int = 1) -> str:
+    xs = [x for x in xs if x is not None]
+    if not xs: return '—'
+    return f'{np.mean(xs):.{nd}f} ± {np.std(xs):.{nd}f}' if len(xs) > 1 else f'{xs[0]:.{nd}f}'
+
+def _taro_table(entries, part: str, order) -> list[str]:
+    lines = [f'| row ({part}) | seeds | R1@0.3 | R1@0.5 | R1@0.7 | mIoU | cites a boundary (%) | mean d (train) | '
+             's / step | TR s / step |', '|---|---:|---|---|---|---|---|---|---|---|']
+    for row in order:
+        es = [e for e in entries if e['row'] == row and part in e['metrics']]
+        if not es: continue
+        m = lambda k: _ms([e['metrics'][part][k] for e in es])
+        t = lambda k, nd=1: _ms([None if not e['train'] or e['train'][k] is None else e['train'][k] for e in es], nd)
+        lines.append(f"| {row} | {len(es)} | {m('R1@0.3')} | {m('R1@0.5')} | {m('R1@0.7')} | {m('mIoU')} | "
+                     f"{m('cites_boundary')} | {t('mean_d', 4)} | {t('step_s')} | {t('tr_s')} |")
+    return lines
+
+# %% ../nbs/90_bench.ipynb #fc1824a2
+def _taro_deltas(runs: dict, entries, ref: str = 'GRPO') -> list[str]:
+    "Paired Δ (row − ref) pooled over seeds (stratified), per part: R1@0.5 and mIoU with bootstrap 95% CIs."
+    lines = ['| comparison | part | seeds | items | Δ R1@0.5 [95% CI] | Δ mIoU [95% CI] |',
+             '|---|---|---:|---:|---|---|']
+    key = {(e['row'], e['seed']): e for e in entries}
+    iou = {(e['row'], e['seed']): _iou_of(runs[e['run']]['eval'][f"eval_{e['phase']}"]) for e in entries}
+    pairs = [(f'{ref} − cold start (the RL gain)', 'cold start', ref)]   # (label, a, b): b − a
+    pairs += [(f'{r} − {ref}', ref, r) for r in TARO_ROWS if r != ref]
+    for label, a, b in pairs:
+        for part in ('all', 'in-distribution', 'held-out type'):
+            seeds = sorted(s for (r, s) in key if r == b and (a, s) in key and part in key[(b, s)]['ids'])
+            if not seeds: continue
+            ids = [[(s, i) for i in key[(b, s)]['ids'][part] if i in iou[(a, s)]] for s in seeds]
+            A = {k: iou[(a, k[0])][k[1]] for ii in ids for k in ii}
+            B = {k: iou[(b, k[0])][k[1]] for ii in ids for k in ii}
+            lines.append(f'| {label} | {part} | {len(seeds)} | {len(A)} | {_ci(paired_delta(A, B, ids))} |')
+    return lines
+
+# %% ../nbs/90_bench.ipynb #262d605f
+def analyze_taro(folder, plans=('main', 's01', 's2')) -> tuple[str, list[dict]]:
+    "The TaRO ablation's Markdown report and its per-(row, seed) entries from `<folder>/<plan>/results.json`."
+    runs = load_runs(folder, plans)
+    entries = taro_entries(runs)
+    order = ['cold start', *TARO_ROWS]
+    lines = ['# TaRO ablation on SynthTVG (tiny Qwen2.5-VL, held-out-type split)', '',
+             f"From {', '.join(f'`{p}/results.json`' for p in plans if Path(folder, p, 'results.json').is_file())}."
+             ' Mean ± spread (population SD) over seeds; R1@m and mIoU in %; *cites a boundary* = % of evaluation '
+             'outputs whose `<think>` names a time within 1 s of the GT start or end; *mean d* = the temporal '
+             'reward\'s mean p − q over the training rollouts (rows with TR); *s / step* = seconds per GRPO '
+             'step, *TR s / step* = of it the temporal reward\'s extra forwards.', '']
+    for part in ('all', 'in-distribution', 'held-out type'):
+        lines += _taro_table(entries, part, order) + ['']
+    lines += ['## Paired differences against the GRPO baseline (same items, pooled over seeds)', '',
+              *_taro_deltas(runs, entries), '']
+    return '\n'.join(lines), entries
+
+# %% ../nbs/90_bench.ipynb #fcc2d32d
+def _write_taro(runs_dir: str, out_dir, plans=('main', 's01', 's2')) -> str:
+    out = bench_dir('taro', out_dir)
+    md, entries = analyze_taro(Path(runs_dir) if runs_dir else out, plans)
+    slim = [{k: v for k, v in e.items() if k != 'ids'} | {'n': {p: len(v) for p, v in e['ids'].items()}}
+            for e in entries]
+    save_result(out, 'results', dict(rows=list(TARO_ROWS), grpo=TARO_GRPO, entries=slim), md)
+    return md
+
+@benchmark('taro')
+def taro(plan: str = 'main', budget_s: float = 560.0, scratch: str = '', out_dir: str | None = None) -> dict:
+    ("The TaRO ablation (GRPO, +TR, +CRE, +CRE+TR, +CRE+PC, +CRE+TR+PC x seeds) side by side "
+     "(plans main, s01, s2, smoke).")
+    return run_study('taro', plan, budget_s, scratch, out_dir)
+
+@benchmark('taro_results', folder='taro')
+def taro_results(runs_dir: str = '', plans: tuple = ('main', 's01', 's2'), out_dir: str | None = None) -> str:
+    "The TaRO ablation's tables (mean ± spread over seeds, paired CIs vs GRPO) -> results.md and results.json."
+    return _write_taro(runs_dir, out_dir, tuple(plans))
+
 # %% ../nbs/90_bench.ipynb #0ef90069
 STUDIES = {
     'grpo_gpu': dict(title='GRPO at GPU scale vs its cold start and vs the same time of SFT',
@@ -719,6 +865,8 @@ STUDIES = {
                      analyze=('main', 'heldout'), comparisons=_grpo_gpu_comparisons, same=_grpo_gpu_same),
     'grpo_vs_sft': dict(title='GRPO vs SFT (the CPU default\'s GRPO phase)', plans=dict(sweep2=_grpo_vs_sft_sweep2),
                         analyze=('sweep1', 'sweep2'), comparisons=_grpo_vs_sft_comparisons),
+    'taro': dict(title='TaRO ablation', plans=dict(main=_taro_plan, s01=lambda: _taro_plan((0, 1)),
+                                                   s2=lambda: _taro_plan((2,)), smoke=TARO_SMOKE)),
 }
 
 # %% ../nbs/90_bench.ipynb #e20f7ce0

@@ -112,11 +112,16 @@ def _check_captions(captions, where: str) -> list[dict]:
     return out
 
 # %% ../nbs/13_coldstart.ipynb #b2c463f1
+def _item_captions(item: GroundingItem) -> list[dict] | None:
+    "SynthTVG's `meta['captions']` dicts, else the item's `captions` field (an annotation file's) as such dicts."
+    if item.meta.get('captions') is not None: return item.meta['captions']
+    return [{'start': s, 'end': e, 'caption': t} for s, e, t in item.captions] or None
+
 def select_captions(item: GroundingItem, captions: list[dict] | None = None, max_evidence: int = 4,
                     tol: float = 1e-3) -> list[dict]:
     "The dense captions that support `item`'s answer, in time order (at most `max_evidence`)."
     where = f"item {item.id!r}"
-    caps = _check_captions(item.meta.get('captions') if captions is None else captions, where)
+    caps = _check_captions(_item_captions(item) if captions is None else captions, where)
     s, e = item.segment
     prog = item.meta.get('program')
     atoms = _atoms(prog)
@@ -146,9 +151,10 @@ def cot_target(item: GroundingItem, captions: list[dict] | None = None, think: b
         reasoning, problems = check_cot(item.meta['cot'], item)
         if problems: raise ValueError(f"item {item.id!r}: bad meta['cot']: " + '; '.join(problems))
     else:
-        if captions is None and item.meta.get('captions') is None:
+        if captions is None and _item_captions(item) is None:
             raise ValueError(f"item {item.id!r}: nothing to build a CoT target from: it needs meta['cot'] (a user CoT "
-                             f"file, see load_cot_examples) or meta['captions'] (SynthTVG dense captions)")
+                             f"file, see load_cot_examples) or dense captions "
+                             f"(SynthTVG meta['captions'] or a captions field)")
         lines = [evidence_line(c, style) for c in select_captions(item, captions, max_evidence)]
         if st['conclusion']:
             lines.append(st['conclusion'].format(start=fmt_time(item.segment[0]), end=fmt_time(item.segment[1])))

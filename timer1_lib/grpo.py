@@ -140,14 +140,15 @@ def _check_inputs(self: TimeR1Config):
 def grounding_rows(items: Iterable[GroundingItem], think: bool = True, video_root: str | os.PathLike | None = None,
                    check_files: bool = True) -> list[dict]:
     ("One GRPO row per item: `prompt` (chat messages), `video`, `clip`, `segment`, `windows` (all gt windows), "
-     "`duration`, `id`, `query`.")
+     "`duration`, `id`, `query`, `captions` (dense captions as {start, end, text}; TaRO's reasoning prefixes).")
     rows = []
     for it in items:
         v = resolve_video(it, video_root, check=check_files)   # as evaluation finds it: the path, root/path, root/name
         rows.append(dict(id=str(it.id), prompt=build_messages(it.query, video=str(v), think=think), video=str(v),
                          clip=None if it.clip is None else list(it.clip), segment=list(it.segment),
                          windows=[list(w) for w in it.gt_windows],
-                         duration=float(it.duration), query=it.query))
+                         duration=float(it.duration), query=it.query,
+                         captions=[dict(start=float(a), end=float(b), text=str(t)) for a, b, t in it.captions]))
     return rows
 
 def grounding_dataset(items: Iterable[GroundingItem], **kw):

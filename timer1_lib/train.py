@@ -21,10 +21,10 @@ from fastcore.basics import patch
 from .core import artifacts_dir, resolve_path, write_json, is_main_process, log, parse_cli
 
 # %% auto #0
-__all__ = ['REPRODUCIBLE_CPU_ENV', 'PRESETS', 'PRESET_HELP', 'DIFFICULTY_MODELS', 'REPORT_TO', 'PHASE_NAMES', 'TrainConfig',
-           'parameter_table', 'TrainPlan', 'TrainingRun', 'score_predictions', 'draw_sigma', 'StepPrinter',
-           'StopAfterEpochs', 'device_info', 'plot_curves', 'TrainResult', 'run_training', 'make_parser', 'parse_args',
-           'main']
+__all__ = ['REPRODUCIBLE_CPU_ENV', 'PRESETS', 'PRESET_HELP', 'METHODS', 'DIFFICULTY_MODELS', 'REPORT_TO', 'TARO_FIELDS',
+           'PHASE_NAMES', 'TrainConfig', 'parameter_table', 'TrainPlan', 'TrainingRun', 'score_predictions',
+           'draw_sigma', 'StepPrinter', 'StopAfterEpochs', 'device_info', 'plot_curves', 'TrainResult', 'run_training',
+           'make_parser', 'parse_args', 'main']
 
 # %% ../nbs/14_train.ipynb #7a885f2a
 PRESETS: dict[str, dict[str, Any]] = {
@@ -94,6 +94,30 @@ class _GRPOArgs:
     resume_from_checkpoint: str = _f('', "'', a GRPO checkpoint folder, or 'latest' "
                                      "(the newest fully written one in out_dir/grpo); "
                                      "needs the same out_dir and parameters.")
+
+# %% ../nbs/14_train.ipynb #fd9582ad
+METHODS = {'time-r1': 'GRPO with the Time-R1 rewards (tIoU + format) and TimeRFT',
+           'taro': 'TaRO on top: temporal-sensitivity reward, constructed rollouts (AW-BC), progressive curriculum'}
+
+@dataclass
+class _TaroArgs:
+    method: str = _f('time-r1', "'time-r1' or 'taro' (TaRO on the same pipeline; needs think: 'auto' means true).")
+    taro_reward: bool = _f(True, "With method='taro': add the temporal-sensitivity reward (TR) to the rewards.")
+    taro_cre: str = _f('progressive', "With method='taro', constructed rollouts (CRE): 'off', 'constant' "
+                       "(probability taro_cre_fraction) or 'progressive' (PC: warm-up epochs all constructed, "
+                       "then free).")
+    taro_cre_fraction: float = _f(0.5, "taro_cre='constant': the probability that a rollout is constructed.")
+    taro_warmup_epochs: int = _f(1, "taro_cre='progressive': epochs of constructed rollouts only (TaRO: 1 of 3).")
+    taro_decay: bool = _f(False, "taro_cre='progressive': decay linearly over the epoch after the warm-up.")
+    taro_window: float = _f(3.0, "Seconds around the GT start and end whose frames are shuffled (TaRO: 3).")
+    taro_alpha: float = _f(0.3, "Temporal-sensitivity bonus (TaRO: 0.3).")
+    taro_margin: float = _f(0.0, "Margin of d_i over its group's mean d.")
+    taro_gate: bool = _f(True, "Pay the bonus only when the completion's IoU >= taro_iou_gate.")
+    taro_iou_gate: float = _f(0.7, "IoU gate of the bonus.")
+    taro_tokens: str = _f('think', "Tokens of d_i: 'think' (the <think> span) or 'response' (the official code).")
+    taro_shuffle: str = _f('per_prompt', "'per_prompt' (one shuffle per group) or 'per_completion' (official).")
+    taro_bc_coef: float = _f(1.0, "Weight of the AW-BC term on constructed rollouts.")
+    taro_bc_length_normalize: bool = _f(False, "AW-BC with the mean token log-prob instead of the sum (seed: sum).")
 
 # %% ../nbs/14_train.ipynb #767c18ab
 @dataclass
@@ -166,9 +190,12 @@ DIFFICULTY_MODELS = {'base': 'the loaded checkpoint, before any training (TimeRF
 REPORT_TO = {'none': None, 'tensorboard': 'tensorboard', 'trackio': 'trackio', 'wandb': 'wandb'}
 
 def _check_rewards(cfg, names: list, think):
-    "Every reward name is registered; Time-R1's `format` only with `<think>` completions (`think` False: refused)."
+    ("Every reward name is registered (`temporal_sensitivity`: with method='taro'); Time-R1's `format` only with "
+     "`<think>` completions (`think` False: refused).")
     from timer1_lib.rewards import REWARDS
-    unknown = [n for n in names if n not in REWARDS]
+    if 'temporal_sensitivity' in names and cfg.method != 'taro':
+        _bad('reward_funcs', cfg.reward_funcs, "'temporal_sensitivity' is TaRO's reward: it needs method='taro'")
+    unknown = [n for n in names if n not in REWARDS and n != 'temporal_sensitivity']
     if not names or unknown:
         _bad('reward_funcs', cfg.reward_funcs,
              f"unknown reward name(s) {unknown}; valid names: {', '.join(sorted(REWARDS))}")
@@ -188,7 +215,7 @@ def _check_report_to(cfg):
 
 # %% ../nbs/14_train.ipynb #e0799557
 @dataclass
-class TrainConfig(_EvalArgs, _CurriculumArgs, _GRPOArgs, _DataArgs):
+class TrainConfig(_EvalArgs, _CurriculumArgs, _TaroArgs, _GRPOArgs, _DataArgs):
     """Every parameter of a timer1 training run (defaults = the `cpu` preset, the embedded default run).
 
     `TrainConfig.preset(name, **overrides)` starts from a named preset; `plan()` resolves the 'auto' values from the
@@ -199,10 +226,11 @@ class TrainConfig(_EvalArgs, _CurriculumArgs, _GRPOArgs, _DataArgs):
                       ('eval_batch_size', 1),
                       ('max_completion_length', 0), ('stop_after_epochs', 0), ('num_generations', 1)):
             _check_int(self, n, lo)
-        for n in ('grpo', 'cold_start', 'freeze_vision', 'eval_before', 'sample_sigma_is_variance'):
+        for n in ('grpo', 'cold_start', 'freeze_vision', 'eval_before', 'sample_sigma_is_variance', 'taro_reward',
+                  'taro_decay', 'taro_gate', 'taro_bc_length_normalize'):
             _check_bool(self, n)
         _tristate(self, 'think')
-        self._check_numbers(); self._check_choices(); self._check_paths(); _check_report_to(self)
+        self._check_numbers(); self._check_choices(); self._check_taro(); self._check_paths(); _check_report_to(self)
         if not (self.cold_start or self.grpo):
             _bad('grpo', self.grpo, "with cold_start=False as well there is nothing to train")
         self._check_out_dir()
@@ -250,6 +278,20 @@ def _check_choices(self: TrainConfig):
     if self.cpu_threads != 'auto' and not str(self.cpu_threads).isdigit():
         _bad('cpu_threads', self.cpu_threads, "must be 'auto' or an integer >= 0 (0 = torch's default)")
 
+# %% ../nbs/14_train.ipynb #9fddc586
+@patch
+def _check_taro(self: TrainConfig):
+    from timer1_lib.taro import TARO_CRE, TARO_SHUFFLES, TARO_TOKENS
+    if self.method not in METHODS: _bad('method', self.method, f"must be one of {list(METHODS)}")
+    if self.method == 'taro' and self.think is False:
+        _bad('think', self.think, "method='taro' needs the <think> prompt (its reward and prefixes are reasoning)")
+    for n, ok in (('taro_cre', TARO_CRE), ('taro_tokens', TARO_TOKENS), ('taro_shuffle', TARO_SHUFFLES)):
+        if getattr(self, n) not in ok: _bad(n, getattr(self, n), f"must be one of {list(ok)}")
+    _check_int(self, 'taro_warmup_epochs', 0)
+    _check_float(self, 'taro_cre_fraction', 0, 1); _check_float(self, 'taro_window', 0)
+    _check_float(self, 'taro_alpha', 0); _check_float(self, 'taro_margin', -math.inf)
+    _check_float(self, 'taro_iou_gate', 0, 1); _check_float(self, 'taro_bc_coef', 0)
+
 # %% ../nbs/14_train.ipynb #21b89a61
 @patch
 def _check_paths(self: TrainConfig):
@@ -269,9 +311,8 @@ def _check_paths(self: TrainConfig):
         _bad('video_root', self.video_root, "is not a folder")
     if self.cot_file and not resolve_path(self.cot_file).is_file():
         raise FileNotFoundError(f"cot_file={self.cot_file!r}: file not found ({resolve_path(self.cot_file)})")
-    if self.cold_start and self.think is True and not self.cot_file and self.train_annotations != 'synth-train':
-        _bad('cold_start', self.cold_start, "with think=True it needs CoT targets: SynthTVG captions "
-             "(train_annotations='synth-train') or a cot_file")
+    # with think, the cold start's CoT targets come from a cot_file or the training items' dense captions
+    # (SynthTVG files carry them; load_data checks every item has them before a model is loaded)
 
 # %% ../nbs/14_train.ipynb #713af049
 @patch
@@ -347,9 +388,13 @@ def plan(self: TrainConfig) -> TrainPlan:
     from timer1_lib.grpo import reward_names
     from timer1_lib.model import is_tiny, think_for, video_config_for
     ckpt = default_checkpoint() if self.model_path == 'tiny' else check_checkpoint(self.model_path)
-    tiny, think = is_tiny(ckpt), think_for(ckpt, self.think)
+    taro = self.method == 'taro'
+    tiny, think = is_tiny(ckpt), True if taro and self.think == 'auto' else think_for(ckpt, self.think)
     rewards = self.reward_funcs if self.reward_funcs != 'auto' else ('tiou,format' if think else 'tiou,format_answer')
     rewards = reward_names(rewards)
+    if taro and self.taro_reward and 'temporal_sensitivity' not in rewards: rewards.append('temporal_sensitivity')
+    if taro and not self.taro_reward and 'temporal_sensitivity' in rewards:
+        _bad('taro_reward', self.taro_reward, "is False but reward_funcs lists 'temporal_sensitivity'")
     _check_rewards(self, rewards, think)
     weights = [float(w) for w in self.reward_weights.split(',')] if self.reward_weights else None
     if weights is not None and len(weights) != len(rewards):
@@ -367,11 +412,17 @@ def _video_kw(p: TrainPlan) -> dict:
     return dict(video_fps=p.video.fps, video_frame_size=list(p.video.size) if p.video.size else None,
                 video_root=p.video_root)
 
+TARO_FIELDS = ('taro_cre', 'taro_cre_fraction', 'taro_warmup_epochs', 'taro_decay', 'taro_window', 'taro_alpha',
+               'taro_margin', 'taro_gate', 'taro_iou_gate', 'taro_tokens', 'taro_shuffle', 'taro_bc_coef',
+               'taro_bc_length_normalize')
+
 @patch
 def grpo_config(self: TrainConfig, p: TrainPlan):
-    "The `TimeR1Config` of the GRPO phase."
+    "The `TimeR1Config` of the GRPO phase (`TaroConfig` with method='taro', its shuffles seeded by `seed`)."
     from timer1_lib.grpo import TimeR1Config
-    return TimeR1Config(
+    from timer1_lib.taro import TaroConfig
+    taro = dict(taro_seed=self.seed, **{n: getattr(self, n) for n in TARO_FIELDS}) if self.method == 'taro' else {}
+    return (TaroConfig if taro else TimeR1Config)(**taro,
         output_dir=str(p.out / 'grpo'), report_to=self.report_to, seed=self.seed,
         reward_funcs=p.reward_funcs, reward_weights=p.reward_weights, num_generations=self.num_generations,
         per_device_train_batch_size=self.num_generations * self.prompts_per_step, temperature=self.temperature,
@@ -402,6 +453,14 @@ def record_config(self: TrainConfig, p: TrainPlan) -> dict:
         cpu_threads=torch.get_num_threads(), video_root=p.video_root or '', out_dir=str(p.out),
         resume_from_checkpoint=str(p.resume) if p.resume else '')
 
+def _taro_line(v: TrainConfig, p: TrainPlan) -> str:
+    if v.method != 'taro': return ''
+    cre = {'off': 'off', 'constant': f'constant (p {v.taro_cre_fraction:g})',
+           'progressive': f"progressive ({v.taro_warmup_epochs} warm-up epochs{', decay' if v.taro_decay else ''})"}
+    tr = (f"on (window {v.taro_window:g} s, alpha {v.taro_alpha:g}, "
+          f"gate {v.taro_iou_gate if v.taro_gate else 'off'})") if 'temporal_sensitivity' in p.reward_funcs else 'off'
+    return f"TaRO:       temporal reward {tr}, constructed rollouts {cre[v.taro_cre]} (AW-BC)\n"
+
 @patch
 def describe(self: TrainConfig, p: TrainPlan) -> str:
     "A few lines saying what the run will do."
@@ -418,6 +477,7 @@ def describe(self: TrainConfig, p: TrainPlan) -> str:
             f"{v.num_train_epochs} epochs, lr {v.learning_rate:g} ({v.lr_scheduler_type}), beta {v.beta}, "
             f"{v.loss_type}, "
             f"T={v.temperature}, {p.max_completion_length} tokens, rewards {','.join(p.reward_funcs)}\n"
+            + _taro_line(v, p) +
             f"out_dir:    {p.out}" + (f"\nresume:     {p.resume}" if p.resume else ''))
 
 # %% ../nbs/14_train.ipynb #0f86a03a
@@ -451,6 +511,11 @@ def load_data(self: TrainingRun):
                             else load_dataset(c.train_annotations, vr))
     self.test_items = list(load_dataset(c.test_annotations, vr, limit=c.eval_limit or None))
     self.sft_items = list(load_cot_examples(resolve_path(c.cot_file))) if c.cot_file else self.train_items
+    if c.cold_start and self.plan.think and not c.cot_file:
+        bare = [it.id for it in self.train_items if not (it.captions or it.meta.get('captions') or it.meta.get('cot'))]
+        if bare: _bad('cold_start', c.cold_start, f"with think the cold start needs CoT targets: {len(bare)} items of "
+                      f"train_annotations={c.train_annotations!r} have no dense captions (e.g. {bare[:3]}); give a "
+                      "cot_file, or think=False")
     for split, param, items in (('train', 'train_annotations', self.train_items),
                                 ('test', 'test_annotations', self.test_items),
                                 ('cot', 'cot_file', self.sft_items if c.cot_file and c.cold_start else [])):
@@ -589,6 +654,8 @@ class StepPrinter(TrainerCallback):
         log(f"[grpo] step {state.global_step} (epoch {state.epoch:.2f}): reward {g('reward'):.3f} "
             + ' '.join(f"{k.split('/')[1]} {v:.3f}" for k, v in logs.items()
                        if k.startswith('rewards/') and k.endswith('/mean'))
+            + (f", constructed {g('taro/constructed'):.2f}" if 'taro/constructed' in logs else '')
+            + (f", d {g('temporal_sensitivity/mean_d'):.3f}" if 'temporal_sensitivity/mean_d' in logs else '')
             + f", kl {g('kl'):.4f}, length {g('completions/mean_length'):.0f}, {time.perf_counter() - self.t0:.0f} s")
 
 class StopAfterEpochs(TrainerCallback):
@@ -600,14 +667,17 @@ class StopAfterEpochs(TrainerCallback):
 # %% ../nbs/14_train.ipynb #ad6fab66
 @patch
 def grpo(self: TrainingRun, items: list):
-    "Video GRPO over the drawn items with TimeRFT's per-epoch filtering (`CurriculumTrainer`), resumable."
+    ("Video GRPO over the drawn items with TimeRFT's per-epoch filtering (`CurriculumTrainer`; method='taro': "
+     "`TaroCurriculumTrainer`), resumable.")
     from transformers.trainer_callback import PrinterCallback
     from timer1_lib.curriculum import CurriculumCallback, CurriculumTrainer
+    from timer1_lib.taro import TaroCurriculumTrainer
     c, p, t0 = self.cfg, self.plan, time.perf_counter()
     self.model.train()
     cb = CurriculumCallback(items, drop_iou=c.drop_iou, batch_size=c.eval_batch_size, think=p.think,
                             max_new_tokens=p.max_completion_length)
-    tr = CurriculumTrainer(self.model, c.grpo_config(p), items, curriculum=cb, processing_class=self.processor)
+    cls = TaroCurriculumTrainer if c.method == 'taro' else CurriculumTrainer
+    tr = cls(self.model, c.grpo_config(p), items, curriculum=cb, processing_class=self.processor)
     tr.remove_callback(PrinterCallback); tr.add_callback(StepPrinter())
     tr.add_callback(StopAfterEpochs(tr, c.stop_after_epochs))
     log(f"[grpo] {len(items)} items, {tr.steps_per_epoch(len(items))} steps/epoch, up to {c.num_train_epochs} epochs"
