@@ -18,13 +18,16 @@ from .metrics import (DEFAULT_THRESHOLDS, DEFAULT_POINT_GT, POINT_GT_RULES, POIN
                                 grouped_metrics, item_iou, length_bin, point_gt_count, point_gt_rule,
                                 relative_length_bin)
 from .rewards import parse_answer, has_format
+from .videoqa import (QA_FORMATS, QAItem, detect_qa_format, load_qa, parse_choice, predict_qa, qa_scores,
+                                synth_qa_items)
 
 # %% auto #0
-__all__ = ['BUILTIN_DATASETS', 'DISPLAY_NAMES', 'GROUPINGS', 'GROUPING_TITLES', 'METRICS_SCHEMA', 'BASELINES', 'PROMPTS',
-           'DEVICES', 'DTYPES', 'TABLE_METRICS', 'REPORT_SCHEMA', 'DatasetSpec', 'parse_dataset', 'synth_test_root',
-           'synth_test_split', 'select', 'load_dataset', 'MissingVideosError', 'check_videos', 'released_gt',
-           'RunResult', 'stored_predictions', 'baseline_run', 'load_external_predictions', 'parse_frame_size',
-           'EvalConfig', 'check_checkpoint', 'default_checkpoint', 'checkpoint_name', 'cpu_threads', 'load_checkpoint',
+__all__ = ['BUILTIN_DATASETS', 'DISPLAY_NAMES', 'GROUPINGS', 'GROUPING_TITLES', 'METRICS_SCHEMA', 'BASELINES', 'QA_GROUPINGS',
+           'QA_TABLE_METRICS', 'PROMPTS', 'DEVICES', 'DTYPES', 'TABLE_METRICS', 'REPORT_SCHEMA', 'DatasetSpec',
+           'parse_dataset', 'synth_test_root', 'synth_test_split', 'select', 'load_dataset', 'MissingVideosError',
+           'check_videos', 'released_gt', 'RunResult', 'stored_predictions', 'baseline_run',
+           'load_external_predictions', 'QARunResult', 'load_external_qa', 'parse_frame_size', 'EvalConfig',
+           'check_checkpoint', 'default_checkpoint', 'checkpoint_name', 'cpu_threads', 'load_checkpoint',
            'evaluate_checkpoint', 'results_table', 'grouped_table', 'markdown_table', 'compare_runs',
            'comparison_summary', 'plot_grouped', 'plot_iou_hist', 'read_metrics', 'write_report', 'Evaluation',
            'prepare', 'evaluate', 'main']
@@ -34,9 +37,11 @@ BUILTIN_DATASETS = {
     'tvgbench': 'the bundled TVGBench (800 items, crop windows on 252)',
     'synth-test': 'SynthTVG learn test split (400 items), generated into artifacts/data/synthtvg-learn if missing',
     'timerft': "the bundled TimeRFT 2.5K training set (with the base model's stored predictions)",
+    'synth-qa': 'SynthTVG-QA: 400 multiple-choice questions with exact answers on the SynthTVG learn test videos',
 }
 DISPLAY_NAMES = {'tvgbench': 'TVGBench', 'synth-test': 'SynthTVG-test', 'timerft': 'TimeRFT-2.5K',
-                 'charades': 'Charades-STA', 'anet': 'ActivityNet', 'qvhighlights': 'QVHighlights'}
+                 'charades': 'Charades-STA', 'anet': 'ActivityNet', 'qvhighlights': 'QVHighlights',
+                 'synth-qa': 'SynthTVG-QA', 'mvbench': 'MVBench', 'videomme': 'Video-MME'}
 
 @dataclass
 class DatasetSpec:
@@ -46,9 +51,13 @@ class DatasetSpec:
     key: str | None = None
     path: Path | None = None
     format: str | None = None
+    @property
+    def task(self) -> str:
+        "'qa' (multiple-choice VideoQA, scored by accuracy) or 'grounding' (R1@m, mIoU)."
+        return 'qa' if self.key == 'synth-qa' or self.format in QA_FORMATS else 'grounding'
 
 def _valid_specs() -> str:
-    return (f"{', '.join(BUILTIN_DATASETS)}, <format>:<file> with format in {', '.join(FORMATS)}, "
+    return (f"{', '.join(BUILTIN_DATASETS)}, <format>:<file> with format in {', '.join(FORMATS + QA_FORMATS)}, "
             "a path to an annotation file, or Name=<spec>")
 
 def parse_dataset(spec: str | DatasetSpec) -> DatasetSpec:
@@ -61,14 +70,15 @@ def parse_dataset(spec: str | DatasetSpec) -> DatasetSpec:
     if s in BUILTIN_DATASETS: return DatasetSpec(spec, name or DISPLAY_NAMES[s], key=s)
     fmt = None
     head, sep, rest = s.partition(':')
-    if sep and head in FORMATS: fmt, s = head, rest
+    if sep and head in FORMATS + QA_FORMATS: fmt, s = head, rest
     p = resolve_path(s)
-    if not p.is_file():
+    if not (p.is_file() or (p.is_dir() and fmt in (None, 'mvbench') and detect_qa_format(p))):   # MVBench folder
         if fmt is None and not sep and os.sep not in s and '.' not in s:
-            if s in FORMATS: raise ValueError(f"dataset {spec!r} needs its annotation file: {s}:<file>")
+            if s in FORMATS + QA_FORMATS: raise ValueError(f"dataset {spec!r} needs its annotation file: {s}:<file>")
             raise ValueError(f"unknown dataset {spec!r}: valid specs are {_valid_specs()}")
         raise FileNotFoundError(f"dataset {spec!r}: annotation file not found: {p} (valid specs: {_valid_specs()})")
-    return DatasetSpec(spec, name or DISPLAY_NAMES.get(fmt or '', None) or p.stem, path=p, format=fmt)
+    name = name or DISPLAY_NAMES.get(fmt or '', None) or p.stem
+    return DatasetSpec(spec, name, path=p, format=fmt or detect_qa_format(p))   # a QA file is told by its content
 
 # %% ../nbs/20_evaluate.ipynb #d05ade30
 def synth_test_root() -> Path: return artifacts_dir() / 'data' / 'synthtvg-learn'
@@ -109,13 +119,16 @@ def select(items: Sequence, limit: int | None):
 
 def load_dataset(spec: str | DatasetSpec, video_root=None, limit: int | None = None,
                  on_error: str = 'clip') -> Annotations:
-    "The `GroundingItem`s of a dataset spec (see `parse_dataset`), `limit`ed; `.name` is its display name."
+    ("The `GroundingItem`s (`QAItem`s for a QA dataset) of a dataset spec (see `parse_dataset`), `limit`ed; "
+     "`.name` is its display name.")
     d = parse_dataset(spec)
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message=r'.*record\(s\) skipped')   # loader repairs are kept in .report
         if d.key == 'tvgbench': ann = load_tvgbench(on_error=on_error)
         elif d.key == 'timerft': ann = load_timerft(on_error=on_error)
         elif d.key == 'synth-test': ann = synth_test_split().items('test')
+        elif d.key == 'synth-qa': ann = synth_qa_items('test')
+        elif d.task == 'qa': ann = load_qa(d.path, d.format, 'raise' if on_error == 'raise' else 'skip')
         else:
             kw = {}
             fmt = d.format
@@ -142,7 +155,7 @@ def check_videos(items: Sequence[GroundingItem], video_root=None, exclude_missin
     ("Items whose video exists; MissingVideosError (count + list) for missing ones unless `exclude_missing` "
      "(offered when `can_exclude`).")
     items = list(items)
-    found = [find_video(it, video_root) is not None for it in items]
+    found = [find_video(it.video, video_root) is not None for it in items]      # GroundingItem or QAItem
     lost = [it for it, f in zip(items, found) if not f]
     if not lost: return items
     paths = sorted({it.video for it in lost})
@@ -256,12 +269,15 @@ def extras(self: RunResult) -> dict:
            'n_missing': len(self.missing)}
     if self.texts is not None and any(t is not None for t in self.texts):
         out['format_rate'] = 100.0 * sum(has_format(t) for t in self.texts) / len(self.texts)
-    recs = [r for r in (self.records or []) if 'n_new_tokens' in r]
-    if recs:
-        out['mean_new_tokens'] = sum(r['n_new_tokens'] for r in recs) / len(recs)
-        out['truncated_rate'] = 100.0 * sum(bool(r.get('truncated')) for r in recs) / len(recs)
-        out['seconds_per_item'] = sum(r.get('seconds', 0.0) for r in recs) / len(recs)
-    return out
+    return out | _record_stats(self.records)
+
+def _record_stats(records) -> dict:
+    "mean_new_tokens, truncated_rate and seconds_per_item of `predict` records (empty when there are none)."
+    recs = [r for r in (records or []) if 'n_new_tokens' in r]
+    if not recs: return {}
+    return {'mean_new_tokens': sum(r['n_new_tokens'] for r in recs) / len(recs),
+            'truncated_rate': 100.0 * sum(bool(r.get('truncated')) for r in recs) / len(recs),
+            'seconds_per_item': sum(r.get('seconds', 0.0) for r in recs) / len(recs)}
 
 # %% ../nbs/20_evaluate.ipynb #b5aafa12
 @patch
@@ -355,6 +371,26 @@ def _external_pred(r: dict, where: str):
                      f"or text under one of {list(_TEXT_KEYS)}")
 
 # %% ../nbs/20_evaluate.ipynb #77a4babd
+def _matched_records(path: Path, items: Sequence, dataset: str, all_ids: Iterable[str] | None = None):
+    ("(config, [(index, id, record)] of the records that are `items`) of a predictions file; a record without an id, "
+     "a repeated id or an id that is neither an item nor in `all_ids` raises.")
+    config, recs = _read_records(path)
+    ours = {it.id for it in items}
+    known, out, seen, unknown = ours | set(all_ids or ()), [], {}, []
+    for i, r in recs:
+        rid = next((r[k] for k in _ID_KEYS if k in r), None)
+        if rid is None: raise ValueError(f"{path}: record {i} has no id (one of {list(_ID_KEYS)}): {str(r)[:120]!r}")
+        rid = str(rid)
+        if rid in seen: raise ValueError(f"{path}: duplicate id {rid!r} at records {seen[rid]} and {i}")
+        seen[rid] = i
+        if rid not in known: unknown.append(rid)
+        elif rid in ours: out.append((i, rid, r))
+    if unknown:
+        raise ValueError(f"{path}: {len(unknown)} of {len(recs)} prediction ids are not items of {dataset}: first "
+                         f"{min(5, len(unknown))}: {unknown[:5]}; "
+                         f"ids must equal {type(items[0]).__name__}.id (e.g. {items[0].id!r})")
+    return config, out
+
 def load_external_predictions(path, items: Sequence[GroundingItem], name: str | None = None,
                               dataset: str = 'dataset', *, all_ids: Iterable[str] | None = None,
                               timebase: str = 'clip', thresholds=DEFAULT_THRESHOLDS, warn: bool = True,
@@ -365,27 +401,13 @@ def load_external_predictions(path, items: Sequence[GroundingItem], name: str | 
     if not path.is_file(): raise FileNotFoundError(f"predictions file not found: {path}")
     if timebase not in ('clip', 'video'): raise ValueError(f"timebase must be 'clip' or 'video', got {timebase!r}")
     items = list(items)
-    config, recs = _read_records(path)
-    known = set(all_ids) if all_ids is not None else set()
-    by_id = {it.id: it for it in items}
-    known |= set(by_id)
-    preds, texts, seen, unknown = {}, {}, {}, []
-    for i, r in recs:
-        rid = next((r[k] for k in _ID_KEYS if k in r), None)
-        if rid is None: raise ValueError(f"{path}: record {i} has no id (one of {list(_ID_KEYS)}): {str(r)[:120]!r}")
-        rid = str(rid)
-        if rid in seen: raise ValueError(f"{path}: duplicate id {rid!r} at records {seen[rid]} and {i}")
-        seen[rid] = i
-        if rid not in known: unknown.append(rid); continue
-        if rid not in by_id: continue
+    config, recs = _matched_records(path, items, dataset, all_ids)
+    by_id, preds, texts = {it.id: it for it in items}, {}, {}
+    for i, rid, r in recs:
         p, t = _external_pred(r, f"{path}: record {i} (id {rid!r})")
         it = by_id[rid]
         if p is not None and timebase == 'video' and it.clip is not None: p = (p[0] - it.clip[0], p[1] - it.clip[0])
         preds[rid], texts[rid] = p, t
-    if unknown:
-        raise ValueError(f"{path}: {len(unknown)} of {len(recs)} prediction ids are not items of {dataset}: first "
-                         f"{min(5, len(unknown))}: {unknown[:5]}; "
-                         f"ids must equal GroundingItem.id (e.g. {items[0].id!r})")
     missing = [it.id for it in items if it.id not in preds]
     if missing and warn:
         warnings.warn(f"{path}: {len(missing)} of {len(items)} items of {dataset} have no prediction and score IoU 0; "
@@ -393,6 +415,138 @@ def load_external_predictions(path, items: Sequence[GroundingItem], name: str | 
     return RunResult(name or path.stem, dataset, items, [preds.get(it.id) for it in items],
                      texts=[texts.get(it.id) for it in items], kind='external', source=str(path), config=config,
                      missing=missing, thresholds=tuple(thresholds), point_gt=point_gt, point_tol=point_tol)
+
+# %% ../nbs/20_evaluate.ipynb #667b9a1a
+QA_GROUPINGS: dict[str, Callable] = {'qtype': lambda it: it.qtype or 'n/a', 'source': lambda it: it.source or 'n/a'}
+QA_TABLE_METRICS = ('accuracy',)
+_QA_COLS = ('accuracy', 'parsed', 'chance', 'n')
+
+@dataclass
+class QARunResult:
+    "One system's multiple-choice answers on one VideoQA dataset, scored by accuracy (no parsable answer = wrong)."
+    name: str                                   # row label: checkpoint or system name
+    dataset: str                                # column group: dataset display name
+    items: list                                 # the QAItems, in order
+    choices: list                               # chosen option index per item, or None (no parsable answer)
+    texts: list | None = None                   # raw model outputs, when known
+    kind: str = 'model'                         # 'model' | 'external'
+    source: str | None = None                   # checkpoint path or predictions file
+    pred_path: str | None = None                # the predictions JSONL of a model run
+    config: dict = field(default_factory=dict)  # the predictions file's config header
+    records: list | None = None                 # predict_qa's records (tokens, timing)
+    missing: list = field(default_factory=list) # ids that had no answer (counted wrong)
+
+    def __post_init__(self):
+        self.items, self.choices = list(self.items), [None if c is None else int(c) for c in self.choices]
+        if len(self.items) != len(self.choices):
+            raise ValueError(f"run {self.name!r} on {self.dataset!r}: {len(self.choices)} choices "
+                             f"for {len(self.items)} items")
+        if not self.items: raise ValueError(f"run {self.name!r} on {self.dataset!r} has no items")
+        bad = [it.id for it, c in zip(self.items, self.choices) if c is not None and not 0 <= c < len(it.options)]
+        if bad: raise ValueError(f"run {self.name!r}: choices outside the options of items {bad[:5]}")
+
+    def __repr__(self):
+        m = self.metrics()
+        return f"QARunResult({self.name!r} on {self.dataset!r}: n={m['n']}, accuracy={m['accuracy']:.1f})"
+
+# %% ../nbs/20_evaluate.ipynb #1a8453f8
+@patch(as_prop=True)
+def ids(self: QARunResult) -> list[str]: return [it.id for it in self.items]  # noqa: F811
+
+@patch(as_prop=True)
+def correct(self: QARunResult) -> list[bool]: return [c == it.answer for c, it in zip(self.choices, self.items)]
+
+@patch
+def metrics(self: QARunResult) -> dict:  # noqa: F811
+    "accuracy, parsed, chance (percent) and n over all items."
+    m = qa_scores(self.choices, self.items)
+    return {k: m[k] for k in _QA_COLS}
+
+@patch
+def groups(self: QARunResult, by: str) -> list[str]:  # noqa: F811
+    if by not in QA_GROUPINGS: raise ValueError(f"by must be one of {list(QA_GROUPINGS)} for a QA run, got {by!r}")
+    return [QA_GROUPINGS[by](it) for it in self.items]
+
+@patch
+def grouped(self: QARunResult, by: str) -> pd.DataFrame:  # noqa: F811
+    "accuracy, parsed, chance and n per group of `by` (`qtype` or `source`), plus an `all` row."
+    g, rows = self.groups(by), {}
+    for k in sorted(set(g)):
+        m = qa_scores([c for c, x in zip(self.choices, g) if x == k], [it for it, x in zip(self.items, g) if x == k])
+        rows[k] = {c: m[c] for c in _QA_COLS}
+    rows['all'] = self.metrics()
+    return pd.DataFrame.from_dict(rows, orient='index')[list(_QA_COLS)]
+
+# %% ../nbs/20_evaluate.ipynb #a12f65ef
+@patch
+def extras(self: QARunResult) -> dict:  # noqa: F811
+    out = {'answer_rate': 100.0 * sum(c is not None for c in self.choices) / len(self.choices),
+           'n_missing': len(self.missing)}
+    if self.texts is not None and any(t is not None for t in self.texts):
+        out['format_rate'] = 100.0 * sum(has_format(t) for t in self.texts) / len(self.texts)
+    return out | _record_stats(self.records)
+
+@patch
+def scoring(self: QARunResult) -> dict:  # noqa: F811
+    "How this run was scored."
+    return {'rule': 'accuracy: the option videoqa.parse_choice reads from the answer is the right one; '
+                    'an answer naming no option, or none, is wrong'}
+
+@patch
+def frame(self: QARunResult) -> pd.DataFrame:  # noqa: F811
+    "One row per item: id, question, qtype, source, answer, choice, correct."
+    return pd.DataFrame({'id': self.ids, 'question': [it.question for it in self.items], 'qtype': self.groups('qtype'),
+                         'source': self.groups('source'), 'answer': [it.answer for it in self.items],
+                         'choice': self.choices, 'correct': self.correct}).set_index('id')
+
+@patch
+def to_dict(self: QARunResult) -> dict:  # noqa: F811
+    "The metrics.json record of this run."
+    return dict(schema=METRICS_SCHEMA, task='qa', name=self.name, dataset=self.dataset, kind=self.kind,
+                source=self.source, predictions=self.pred_path, n_items=len(self.items), overall=self.metrics(),
+                extras=self.extras(), scoring=self.scoring(),
+                groups={by: self.grouped(by).to_dict(orient='index') for by in QA_GROUPINGS},
+                missing_ids=list(self.missing), config=self.config, timer1_version=timer1_lib.__version__,
+                created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+                choices=dict(zip(self.ids, self.choices)), correct=dict(zip(self.ids, self.correct)))
+
+# %% ../nbs/20_evaluate.ipynb #8f4e7a42
+_CHOICE_KEYS = ('choice', 'pred', 'prediction')
+
+def _external_choice(r: dict, it: QAItem, where: str) -> tuple[int | None, str | None]:
+    "(chosen option index or None, raw text or None) of one external QA record."
+    for k in _CHOICE_KEYS + _TEXT_KEYS:
+        if k not in r: continue
+        v = r[k]
+        if v is None: return None, None
+        if isinstance(v, str): return parse_choice(v, it.options), v
+        if k in _TEXT_KEYS: raise ValueError(f"{where}: {k!r} must be text, got {type(v).__name__}")
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"{where}: {k!r} must be an option index, a letter or the option text, "
+                             f"got {str(v)[:80]!r}")
+        if not 0 <= v < len(it.options):
+            raise ValueError(f"{where}: {k!r} = {v} is not an index of the {len(it.options)} options")
+        return v, None
+    raise ValueError(f"{where}: no answer field; expected an option index, letter or text under one of "
+                     f"{list(_CHOICE_KEYS)} or raw text under one of {list(_TEXT_KEYS)}")
+
+def load_external_qa(path, items: Sequence[QAItem], name: str | None = None, dataset: str = 'dataset', *,
+                     all_ids: Iterable[str] | None = None, warn: bool = True) -> QARunResult:
+    ("Score another system's multiple-choice answers (id + option index / letter / text, or raw text per record) on "
+     "`items`; unknown ids raise, missing ones count as wrong.")
+    path = resolve_path(path)
+    if not path.is_file(): raise FileNotFoundError(f"predictions file not found: {path}")
+    items = list(items)
+    config, recs = _matched_records(path, items, dataset, all_ids)
+    by_id, got = {it.id: it for it in items}, {}
+    for i, rid, r in recs: got[rid] = _external_choice(r, by_id[rid], f"{path}: record {i} (id {rid!r})")
+    missing = [it.id for it in items if it.id not in got]
+    if missing and warn:
+        warnings.warn(f"{path}: {len(missing)} of {len(items)} items of {dataset} have no answer and count as wrong; "
+                      f"first {min(5, len(missing))}: {missing[:5]}", stacklevel=2)
+    return QARunResult(name or path.stem, dataset, items, [got.get(it.id, (None, None))[0] for it in items],
+                       texts=[got.get(it.id, (None, None))[1] for it in items], kind='external', source=str(path),
+                       config=config, missing=missing)
 
 # %% ../nbs/20_evaluate.ipynb #e32b01b0
 PROMPTS = ('auto', 'think', 'nothink')
@@ -441,7 +595,8 @@ class EvalConfig:
     names: list[str] = field(default_factory=list, metadata={'help':
         'Row labels for the checkpoints (default: from the paths).'})
     datasets: list[str] = field(default_factory=lambda: ['synth-test'], metadata={'help':
-        'Dataset specs: tvgbench, synth-test, timerft, <format>:<file>, <file>, Name=<spec> (see parse_dataset).'})
+        'Dataset specs: tvgbench, synth-test, timerft, synth-qa (multiple-choice VideoQA), <format>:<file> '
+        '(grounding formats, mvbench, videomme), <file>, Name=<spec> (see parse_dataset).'})
     video_root: str | None = field(default=None, metadata={'help':
         "Folder holding the videos (None: paths as in the annotations)."})
     out_dir: str | None = field(default=None, metadata={'help':
@@ -697,11 +852,14 @@ def load_checkpoint(path, device: str = 'auto', dtype: str = 'auto'):
     return model, load_processor(p)
 
 # %% ../nbs/20_evaluate.ipynb #f7ea81cd
+def _is_qa(items) -> bool: return bool(items) and isinstance(items[0], QAItem)
+
 def evaluate_checkpoint(checkpoint, dataset, cfg: EvalConfig | None = None, *, name: str | None = None,
-                        items: Sequence[GroundingItem] | None = None, model=None, processor=None,
-                        progress: bool = True) -> RunResult:
-    "Predict `dataset` with `checkpoint` (resumable JSONL) and score it; writes predictions.jsonl + metrics.json."
-    from timer1_lib.infer import predict
+                        items: Sequence | None = None, model=None, processor=None,
+                        progress: bool = True) -> RunResult | QARunResult:
+    ("Predict `dataset` with `checkpoint` (resumable JSONL) and score it (R1 / mIoU; accuracy for a QA dataset); "
+     "writes predictions.jsonl + metrics.json.")
+    from timer1_lib.infer import predict, read_predictions
     from timer1_lib.model import is_tiny, think_for, video_config_for
     cfg = cfg or EvalConfig(checkpoints=[str(checkpoint)], datasets=[dataset])
     ckpt = default_checkpoint() if str(checkpoint) == 'tiny' else check_checkpoint(checkpoint)
@@ -711,22 +869,24 @@ def evaluate_checkpoint(checkpoint, dataset, cfg: EvalConfig | None = None, *, n
     out = cfg.output_dir()
     items = check_videos(items, cfg.video_root, cfg.exclude_missing, spec.name, out)
     if model is None: model, processor = load_checkpoint(ckpt, cfg.device, cfg.dtype)
-    run_dir = out / _slug(name) / _slug(spec.name)
+    run_dir, qa = out / _slug(name) / _slug(spec.name), _is_qa(items)
     cache = (None if cfg.frame_cache in (None, 'none')
              else (True if cfg.frame_cache == 'default' else resolve_path(cfg.frame_cache)))
     threads = (0 if model.device.type != 'cpu'
                else (int(is_tiny(ckpt)) if cfg.cpu_threads == 'auto' else cfg.cpu_threads))
     with cpu_threads(threads):
-        recs = predict(model, processor, items, out_path=run_dir / 'predictions.jsonl', batch_size=cfg.batch_size,
-                       think=think_for(ckpt, cfg.prompt), do_sample=cfg.do_sample, temperature=cfg.temperature,
-                       top_p=cfg.top_p, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
-                       video_config=video_config_for(ckpt, cfg.frame_size, cfg.video_fps), video_root=cfg.video_root,
-                       cache=cache, progress=progress, overwrite=cfg.overwrite, model_path=str(ckpt))
-    from timer1_lib.infer import read_predictions
+        recs = (predict_qa if qa else predict)(
+            model, processor, items, out_path=run_dir / 'predictions.jsonl', batch_size=cfg.batch_size,
+            think=think_for(ckpt, cfg.prompt), do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
+            seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
+            video_config=video_config_for(ckpt, cfg.frame_size, cfg.video_fps), video_root=cfg.video_root,
+            cache=cache, progress=progress, overwrite=cfg.overwrite, model_path=str(ckpt))
     header, _ = read_predictions(run_dir / 'predictions.jsonl')
-    res = RunResult(name, spec.name, items, [r['pred'] for r in recs], texts=[r.get('text') for r in recs],
-                    kind='model', source=str(ckpt), pred_path=str(run_dir / 'predictions.jsonl'), config=header,
-                    records=recs, **cfg.scoring())
+    kw = dict(texts=[r.get('text') for r in recs], kind='model', source=str(ckpt),
+              pred_path=str(run_dir / 'predictions.jsonl'), config=header, records=recs)
+    if qa: res = QARunResult(name, spec.name, items, [parse_choice(r.get('text'), it.options)
+                                                      for r, it in zip(recs, items)], **kw)
+    else: res = RunResult(name, spec.name, items, [r['pred'] for r in recs], **kw, **cfg.scoring())
     write_json(run_dir / 'metrics.json', res.to_dict())
     return res
 
@@ -739,7 +899,7 @@ def _as_records(runs) -> list[dict]:
         return [{'name': m, 'dataset': d, 'overall': dict(v)} for m, ds in runs.items() for d, v in ds.items()]
     out = []
     for r in runs:
-        if isinstance(r, RunResult):
+        if isinstance(r, (RunResult, QARunResult)):
             out.append({'name': r.name, 'dataset': r.dataset, 'overall': r.metrics(), '_run': r})
         elif isinstance(r, Mapping) and {'name', 'dataset', 'overall'} <= set(r): out.append(dict(r))
         else: raise ValueError(f"cannot tabulate {type(r).__name__}: expected RunResult, a metrics.json run record "
@@ -747,23 +907,33 @@ def _as_records(runs) -> list[dict]:
     return out
 
 # %% ../nbs/20_evaluate.ipynb #22edb57d
-def results_table(runs, metrics: Sequence[str] = TABLE_METRICS, datasets: Sequence[str] | None = None) -> pd.DataFrame:
-    "Rows = models, columns = (dataset, metric) MultiIndex; values in percent (NaN where a model lacks a dataset)."
+def _table_metrics(recs: Sequence[dict]) -> tuple[str, ...]:
+    "The columns of one dataset: accuracy when its runs are multiple-choice QA, else R1@m and mIoU."
+    qa = recs and all('accuracy' in r['overall'] and 'mIoU' not in r['overall'] for r in recs)
+    return QA_TABLE_METRICS if qa else TABLE_METRICS
+
+def results_table(runs, metrics: Sequence[str] | None = None, datasets: Sequence[str] | None = None) -> pd.DataFrame:
+    ("Rows = models, columns = (dataset, metric) MultiIndex; values in percent (NaN where a model lacks a dataset). "
+     "`metrics` None: R1@m + mIoU for grounding datasets, accuracy for QA ones.")
     recs = _as_records(runs)
     if not recs: raise ValueError('results_table needs at least one run')
     models = list(dict.fromkeys(r['name'] for r in recs))
     datasets = list(datasets or dict.fromkeys(r['dataset'] for r in recs))
-    cols = pd.MultiIndex.from_tuples([(d, m) for d in datasets for m in metrics], names=['dataset', 'metric'])
+    per = {d: tuple(metrics) if metrics is not None else _table_metrics([r for r in recs if r['dataset'] == d])
+           for d in datasets}
+    cols = pd.MultiIndex.from_tuples([(d, m) for d in datasets for m in per[d]], names=['dataset', 'metric'])
     df = pd.DataFrame(index=pd.Index(models, name='model'), columns=cols, dtype=float)
     for r in recs:
         if r['dataset'] not in datasets: continue
-        for m in metrics: df.loc[r['name'], (r['dataset'], m)] = float(r['overall'].get(m, math.nan))
+        for m in per[r['dataset']]: df.loc[r['name'], (r['dataset'], m)] = float(r['overall'].get(m, math.nan))
     return df
 
 # %% ../nbs/20_evaluate.ipynb #6dfd799f
 def grouped_table(runs: Sequence[RunResult], by: str = 'qtype',
                   metrics: Sequence[str] = ('R1@0.5', 'mIoU')) -> pd.DataFrame:
-    "Rows = (dataset, group) incl. an `all` row, columns = (model, metric) plus `n`; one grouping of `RunResult`s."
+    ("Rows = (dataset, group) incl. an `all` row, columns = (model, metric) plus `n`; one grouping of `RunResult`s "
+     "(or of `QARunResult`s, with metrics=('accuracy',)).")
+    if not runs: raise ValueError('grouped_table needs at least one run')
     parts = {}
     for r in runs:
         g = r.grouped(by)
@@ -799,44 +969,53 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = '.1f') -> str:
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/20_evaluate.ipynb #8f0cfb5b
-def _run_from_file(name: str, path, items=None, dataset: str = 'dataset') -> RunResult:
-    if items is not None: return load_external_predictions(path, items, name, dataset)
+def _run_from_file(name: str, path, items=None, dataset: str = 'dataset') -> RunResult | QARunResult:
+    if items is not None:
+        return (load_external_qa if _is_qa(list(items)) else load_external_predictions)(path, items, name, dataset)
     from timer1_lib.infer import read_predictions
     cfg, recs = read_predictions(resolve_path(path))
+    kw = dict(texts=[r.get('text') for r in recs], kind='model', source=str(path), pred_path=str(path), config=cfg,
+              records=recs)
+    if cfg.get('task') == 'qa':
+        its = [QAItem(id=r['id'], video=r.get('video', ''), question=r.get('question', ''), options=r['options'],
+                      answer=r['answer'], qtype=r.get('qtype')) for r in recs]
+        return QARunResult(name, dataset, its, [parse_choice(r.get('text'), it.options) for r, it in zip(recs, its)],
+                           **kw)
     its = [GroundingItem(id=r['id'], video=r.get('video', ''), duration=r['duration'], query=r.get('query', ''),
                          segment=r['gt']) for r in recs]
-    return RunResult(name, dataset, its, [r.get('pred') for r in recs], texts=[r.get('text') for r in recs],
-                     kind='model', source=str(path), pred_path=str(path), config=cfg, records=recs)
+    return RunResult(name, dataset, its, [r.get('pred') for r in recs], **kw)
 
-def compare_runs(runs, items: Sequence[GroundingItem] | None = None, threshold: float = 0.5) -> pd.DataFrame:
-    "Side-by-side per-item IoU / right-or-wrong of 2+ runs per dataset; index (dataset, id), column `outcome`."
+def _compare_dataset(ds: str, rs: list, threshold: float) -> pd.DataFrame:
+    "The per-item comparison of the runs `rs` on dataset `ds`: score, right-or-wrong and outcome columns."
+    names, qa = [r.name for r in rs], [isinstance(r, QARunResult) for r in rs]
+    if len(set(names)) != len(names): raise ValueError(f"{ds}: two runs are called the same: {names}")
+    if any(qa) and not all(qa): raise ValueError(f"{ds}: cannot compare QA runs with grounding runs")
+    ids = rs[0].ids
+    for r in rs[1:]:
+        if set(r.ids) != set(ids):
+            raise ValueError(f"{ds}: runs {rs[0].name!r} and {r.name!r} cover different items "
+                             f"({len(set(ids) - set(r.ids))} only in the first, "
+                             f"{len(set(r.ids) - set(ids))} only in the second)")
+    f, col = rs[0].frame()[['question' if qa[0] else 'query', 'qtype', 'source']].copy(), 'correct' if qa[0] else 'iou'
+    for r in rs: f[f'{col} {r.name}'] = pd.Series(dict(zip(r.ids, r.correct if qa[0] else r.ious)))
+    hits = {r.name: f[f'{col} {r.name}'].astype(bool) if qa[0] else f[f'{col} {r.name}'] > threshold for r in rs}
+    for n, h in hits.items(): f[f'right {n}'] = h
+    if len(rs) == 2:
+        a, b = names
+        f['outcome'] = [('both' if x and y else f'only {a}' if x else f'only {b}' if y else 'neither')
+                        for x, y in zip(hits[a], hits[b])]
+    else:
+        f['outcome'] = [' + '.join(n for n in names if hits[n][i]) or 'none' for i in f.index]
+    f.index = pd.MultiIndex.from_product([[ds], f.index], names=['dataset', 'id'])
+    return f
+
+def compare_runs(runs, items: Sequence | None = None, threshold: float = 0.5) -> pd.DataFrame:
+    ("Side-by-side per-item IoU (QA: correct) and right-or-wrong of 2+ runs per dataset; index (dataset, id), "
+     "column `outcome`.")
     if isinstance(runs, Mapping): runs = [_run_from_file(n, p, items) for n, p in runs.items()]
-    runs = [r if isinstance(r, RunResult) else _run_from_file(Path(r).stem, r, items) for r in runs]
-    frames = []
-    for ds in dict.fromkeys(r.dataset for r in runs):
-        rs = [r for r in runs if r.dataset == ds]
-        if len(rs) < 2: continue
-        names = [r.name for r in rs]
-        if len(set(names)) != len(names): raise ValueError(f"{ds}: two runs are called the same: {names}")
-        ids = rs[0].ids
-        for r in rs[1:]:
-            if set(r.ids) != set(ids):
-                raise ValueError(f"{ds}: runs {rs[0].name!r} and {r.name!r} cover different items "
-                                 f"({len(set(ids) - set(r.ids))} only in the first, "
-                                 f"{len(set(r.ids) - set(ids))} only in the second)")
-        base = rs[0].frame()[['query', 'qtype', 'source']]
-        f = base.copy()
-        for r in rs: f[f'iou {r.name}'] = pd.Series(dict(zip(r.ids, r.ious)))
-        hits = {r.name: f[f'iou {r.name}'] > threshold for r in rs}
-        for n, h in hits.items(): f[f'right {n}'] = h
-        if len(rs) == 2:
-            a, b = names
-            f['outcome'] = [('both' if x and y else f'only {a}' if x else f'only {b}' if y else 'neither')
-                            for x, y in zip(hits[a], hits[b])]
-        else:
-            f['outcome'] = [' + '.join(n for n in names if hits[n][i]) or 'none' for i in f.index]
-        f.index = pd.MultiIndex.from_product([[ds], f.index], names=['dataset', 'id'])
-        frames.append(f)
+    runs = [r if isinstance(r, (RunResult, QARunResult)) else _run_from_file(Path(r).stem, r, items) for r in runs]
+    frames = [_compare_dataset(ds, rs, threshold) for ds in dict.fromkeys(r.dataset for r in runs)
+              if len(rs := [r for r in runs if r.dataset == ds]) >= 2]
     if not frames: raise ValueError('compare_runs needs at least two runs on the same dataset')
     return pd.concat(frames)
 
@@ -908,7 +1087,26 @@ def _scoring_note(recs: Sequence[dict]) -> str:
         if s.get('n_point_gt'): seen.setdefault((r['dataset'], s['n_point_gt'], s['point_gt_rule']), None)
     return ''.join(f"\n{ds}: {n} zero-length ground truth(s); {rule}.\n" for ds, n, rule in seen)
 
-def write_report(runs: Sequence[RunResult], out_dir, config: EvalConfig | dict | None = None,
+def _grounding_files(runs: list, out: Path, put: Callable, files: dict) -> None:
+    "The per-grouping tables and the figures of the grounding runs."
+    for by, stem in (('qtype', 'per_type'), ('source', 'per_source'), ('length', 'per_length'),
+                     ('relative_length', 'per_relative_length')):
+        g = grouped_table(runs, by)
+        g.to_csv(out / f'{stem}.csv'); files[f'{stem}.csv'] = out / f'{stem}.csv'
+        put(f'{stem}.md', f'{stem}.md', markdown_table(g))
+    plot_grouped(runs, 'qtype', path=out / 'per_type.png'); files['per_type.png'] = out / 'per_type.png'
+    plot_iou_hist(runs, runs[0].thresholds, path=out / 'iou_hist.png'); files['iou_hist.png'] = out / 'iou_hist.png'
+
+def _qa_files(runs: list, out: Path, put: Callable, files: dict) -> None:
+    "Accuracy by question type and by source of the QA runs (tables + chart)."
+    for by, stem in (('qtype', 'qa_per_type'), ('source', 'qa_per_source')):
+        g = grouped_table(runs, by, QA_TABLE_METRICS)
+        g.to_csv(out / f'{stem}.csv'); files[f'{stem}.csv'] = out / f'{stem}.csv'
+        put(f'{stem}.md', f'{stem}.md', markdown_table(g))
+    plot_grouped(runs, 'qtype', 'accuracy', path=out / 'qa_per_type.png')
+    files['qa_per_type.png'] = out / 'qa_per_type.png'
+
+def write_report(runs: Sequence[RunResult | QARunResult], out_dir, config: EvalConfig | dict | None = None,
                  include: Sequence[dict] = (), compare_threshold: float = 0.5) -> dict[str, Path]:
     "Write tables (CSV + Markdown), figures (PNG) and metrics.json for `runs` into `out_dir`; returns the paths."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
@@ -919,19 +1117,13 @@ def write_report(runs: Sequence[RunResult], out_dir, config: EvalConfig | dict |
     table.to_csv(out / 'results.csv'); files['results.csv'] = out / 'results.csv'
     put('results.md', 'results.md', markdown_table(table) + _scoring_note(
         list(include) + [dict(dataset=r.dataset, scoring=r.scoring()) for r in runs]))
-    if runs:
-        for by, stem in (('qtype', 'per_type'), ('source', 'per_source'), ('length', 'per_length'),
-                         ('relative_length', 'per_relative_length')):
-            g = grouped_table(runs, by)
-            g.to_csv(out / f'{stem}.csv'); files[f'{stem}.csv'] = out / f'{stem}.csv'
-            put(f'{stem}.md', f'{stem}.md', markdown_table(g))
-        plot_grouped(runs, 'qtype', path=out / 'per_type.png'); files['per_type.png'] = out / 'per_type.png'
-        plot_iou_hist(runs, runs[0].thresholds, path=out / 'iou_hist.png')
-        files['iou_hist.png'] = out / 'iou_hist.png'
-        if any(sum(r.dataset == d for r in runs) > 1 for d in {r.dataset for r in runs}):
-            cmp = compare_runs(runs, threshold=compare_threshold)
-            cmp.to_csv(out / 'comparison.csv'); files['comparison.csv'] = out / 'comparison.csv'
-            put('comparison.md', 'comparison.md', markdown_table(comparison_summary(cmp), 'int'))
+    grounding, qa = [r for r in runs if isinstance(r, RunResult)], [r for r in runs if isinstance(r, QARunResult)]
+    if grounding: _grounding_files(grounding, out, put, files)
+    if qa: _qa_files(qa, out, put, files)
+    if any(sum(r.dataset == d for r in runs) > 1 for d in {r.dataset for r in runs}):
+        cmp = compare_runs(runs, threshold=compare_threshold)
+        cmp.to_csv(out / 'comparison.csv'); files['comparison.csv'] = out / 'comparison.csv'
+        put('comparison.md', 'comparison.md', markdown_table(comparison_summary(cmp), 'int'))
     recs = [r.to_dict() for r in runs]
     cfg = config.to_dict() if isinstance(config, EvalConfig) else (config or {})
     results = {}
@@ -957,7 +1149,11 @@ class Evaluation:
     def out_dir(self) -> Path: return self.config.output_dir()
     def table(self) -> pd.DataFrame: return results_table(self.included + self.runs)
     def grouped(self, by: str = 'qtype', metrics=('R1@0.5', 'mIoU')) -> pd.DataFrame:
-        return grouped_table(self.runs, by, metrics)
+        "`grouped_table` of the grounding runs."
+        return grouped_table([r for r in self.runs if isinstance(r, RunResult)], by, metrics)
+    def qa_grouped(self, by: str = 'qtype', metrics=QA_TABLE_METRICS) -> pd.DataFrame:
+        "`grouped_table` of the multiple-choice QA runs (accuracy by question type or source)."
+        return grouped_table([r for r in self.runs if isinstance(r, QARunResult)], by, metrics)
     def comparison(self) -> pd.DataFrame: return compare_runs(self.runs, threshold=self.config.compare_threshold)
 
 # %% ../nbs/20_evaluate.ipynb #dab72461
@@ -985,12 +1181,13 @@ def _external_runs(cfg: EvalConfig, datasets: dict[str, Annotations]) -> list[Ru
             full = ({it.id for it in load_dataset(parse_dataset(items.spec), cfg.video_root)} if cfg.limit
                     else {it.id for it in items})
             if ids and ids <= full:
-                runs.append(load_external_predictions(path, items, name, ds, all_ids=full,
+                runs.append(load_external_qa(path, items, name, ds, all_ids=full) if _is_qa(items) else
+                            load_external_predictions(path, items, name, ds, all_ids=full,
                                                       timebase=cfg.external_timebase, **cfg.scoring())); hit = True
         if not hit:
             best = max(datasets, key=lambda d: len(ids & {it.id for it in datasets[d]}))
-            # raises: unknown ids
-            load_external_predictions(path, datasets[best], name, best, timebase=cfg.external_timebase)
+            if _is_qa(datasets[best]): load_external_qa(path, datasets[best], name, best)   # raises: unknown ids
+            else: load_external_predictions(path, datasets[best], name, best, timebase=cfg.external_timebase)
     return runs
 
 def evaluate(cfg: EvalConfig | None = None, progress: bool = True, datasets: dict | None = None, **kw) -> Evaluation:
@@ -1011,7 +1208,7 @@ def evaluate(cfg: EvalConfig | None = None, progress: bool = True, datasets: dic
             import gc, torch; gc.collect()
             if torch.cuda.is_available(): torch.cuda.empty_cache()
     for b in cfg.baselines:
-        for ds, items in datasets.items(): runs.append(baseline_run(items, b, ds, **cfg.scoring()))
+        runs += [baseline_run(items, b, ds, **cfg.scoring()) for ds, items in datasets.items() if not _is_qa(items)]
     files = write_report(runs, cfg.output_dir(), cfg, included, cfg.compare_threshold)
     return Evaluation(runs, cfg, datasets, files, included)
 
@@ -1022,7 +1219,8 @@ def main(argv=None) -> Evaluation:
     from trl import TrlParser
     from timer1_lib.core import log, parse_cli
     parser = TrlParser(EvalConfig, prog='python -m timer1_lib.evaluate',
-                       description='Evaluate checkpoints on temporal-grounding benchmarks (Time-R1 protocol).')
+                       description='Evaluate checkpoints on temporal-grounding benchmarks (Time-R1 protocol) '
+                                   'and multiple-choice VideoQA (accuracy).')
     parser.add_argument('--config', metavar='FILE.yaml', help='YAML mapping of field: value (under the flags)')
     ev = evaluate(parse_cli(parser, argv))
     log(markdown_table(ev.table()) + f"\nreport: {ev.out_dir}")
