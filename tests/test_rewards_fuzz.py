@@ -15,7 +15,8 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, Heal
 FRAGMENTS = ['<answer>', '</answer>', '<ANSWER>', '</Answer>', '<think>', '</think>', '0', '1', '7', '12', '59',
              '3.5', '.', ':', '-', '--', '–', '—', '+', ',', '~', ' to ', ' and ', 'from ', 'between ', ' ', '\n',
              '\t', 'e', 'e999', '1e999', 'E-5', 'nan', 'NaN', 'inf', 'Infinity', 's', ' sec', ' seconds', '[', ']',
-             '(', ')', '١٢', '٣', '²', '\u00a0', '\u2028', '\x00', 'İ', 'ſ', '9' * 400, '\ud7ff', '🎬']
+             '(', ')', '١٢', '٣', '²', '\u00a0', '\u2028', '\x00', 'İ', 'ſ', '9' * 400, '\ud7ff', '🎬',
+             '\u202e', '\u200b', '\ufeff', '\udc80', '\ud800', str(10 ** 400), '1e308', '<answer><answer>']
 
 adversarial = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=4)), max_size=60).map(''.join)
 long_strings = st.one_of(

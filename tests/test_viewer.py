@@ -1,5 +1,6 @@
 """Headless tests of timer1_lib.viewer (nbs/30_viewer.ipynb): scrubber, timeline and case browser logic, bad inputs."""
 import io, json, os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,9 @@ from timer1_lib.data import ASSETS
 from timer1_lib.video import FrameCache, synthetic_frame_index, write_synthetic_video
 from timer1_lib.viewer import (MENTIONS_TRACE, PLAYHEAD_TRACE, Case, CaseBrowser, Scrubber, browse, load_examples,
                                make_cases, score_prediction, time_mentions)
+
+ROOT = Path(__file__).resolve().parents[1]
+NB_EXPLORE = ROOT / 'nbs' / 'explore.ipynb'
 
 
 @pytest.fixture(scope='module')
@@ -204,3 +208,174 @@ def test_reader_agrees_with_infer_read_predictions(tmp_path):
     p.write_text(json.dumps(recs[1]) + '\n')
     with pytest.raises(ValueError, match='config'): read_predictions(p)
     with pytest.raises(ValueError, match='config'): load_run(p)
+
+
+# --- rollouts of a GRPO / TaRO run (completions.jsonl) --------------------------------------------------------------
+
+PREFIX_A = 'I need to find the specific moment a person opens a door.\nFrom 0.5 to 2, a person walks in.'
+PREFIX_B = PREFIX_A + '\nFrom 2 to 4.5, the person opens a door.'
+
+# Hand-written log: gen_step 0 is one group of 2 rows written before TaRO (no TaRO keys at all), gen_step 1 one TaRO
+# group of 4 (two constructed: k=1 and k=2; two free: one with p and q but no d key, one without reasoning tokens),
+# then a row of an eval pass and an interrupted last line.
+COMPLETIONS_LOG = '\n'.join([
+    '{"gen_step": 0, "mode": "train", "group": 0, "id": "x-0", "video": "VIDEO", "clip": null, "duration": 12.0, '
+    '"query": "a person opens a door", "segment": [2.0, 4.5], "completion": "<think>at 0:03</think><answer>2 to 4'
+    '</answer>", "pred": [2.0, 4.0], "rewards": {"tiou": 0.6, "format": 1.0}, "reward": 1.6, "advantage": 0.9, '
+    '"step": 1}',
+    '{"gen_step": 0, "mode": "train", "group": 0, "id": "x-0", "video": "VIDEO", "clip": null, "duration": 12.0, '
+    '"query": "a person opens a door", "segment": [2.0, 4.5], "completion": "no idea", "pred": null, '
+    '"rewards": {"tiou": 0.0, "format": 0.0}, "reward": 0.0, "advantage": -0.9, "step": 1}',
+    '{"gen_step": 1, "mode": "train", "group": 0, "id": "x-1", "video": "VIDEO", "clip": [1.0, 13.0], '
+    '"duration": 12.0, "query": "a person opens a door", "segment": [2.0, 4.5], '
+    '"completion": "<think>' + json.dumps(PREFIX_A)[1:-1] + ' Next the door.</think><answer>0.5 to 4</answer>", '
+    '"pred": [0.5, 4.0], "rewards": {"tiou": 0.5, "format": 1.0, "temporal_sensitivity": 0.0}, "reward": 1.5, '
+    '"advantage": 0.1, "step": 2, "constructed": true, "prefix_k": 1, "prefix": ' + json.dumps(PREFIX_A) + ', '
+    '"taro_p": -0.8, "taro_q": -0.7, "taro_d": -0.1}',
+    '{"gen_step": 1, "mode": "train", "group": 0, "id": "x-1", "video": "VIDEO", "clip": [1.0, 13.0], '
+    '"duration": 12.0, "query": "a person opens a door", "segment": [2.0, 4.5], '
+    '"completion": "<think>\\n' + json.dumps(PREFIX_B)[1:-1] + ' <img src=x onerror=alert(1)></think>'
+    '<answer>2 to 4.5</answer>", "pred": [2.0, 4.5], "rewards": {"tiou": 1.0, "format": 1.0, '
+    '"temporal_sensitivity": 0.3}, "reward": 2.3, "advantage": 1.1, "step": 2, "constructed": true, "prefix_k": 2, '
+    '"prefix": ' + json.dumps(PREFIX_B) + ', "taro_p": -0.25, "taro_q": -0.75, "taro_d": 0.5}',
+    '{"gen_step": 1, "mode": "train", "group": 0, "id": "x-1", "video": "VIDEO", "clip": [1.0, 13.0], '
+    '"duration": 12.0, "query": "a person opens a door", "segment": [2.0, 4.5], '
+    '"completion": "<think>from 3 to 5 s</think><answer>3 to 5</answer>", "pred": [3.0, 5.0], '
+    '"rewards": {"tiou": 0.4, "format": 1.0, "temporal_sensitivity": 0.3}, "reward": 1.7, "advantage": -0.2, '
+    '"step": 2, "constructed": false, "prefix_k": null, "prefix": null, "taro_p": -1.5, "taro_q": -1.75}',
+    '{"gen_step": 1, "mode": "train", "group": 0, "id": "x-1", "video": "VIDEO", "clip": [1.0, 13.0], '
+    '"duration": 12.0, "query": "a person opens a door", "segment": [2.0, 4.5], '
+    '"completion": "<answer>9 to 10</answer>", "pred": [9.0, 10.0], '
+    '"rewards": {"tiou": 0.0, "format": 0.0, "temporal_sensitivity": 0.0}, "reward": 0.0, "advantage": -1.0, '
+    '"step": 2, "constructed": false, "prefix_k": null, "prefix": null, "taro_p": null, "taro_q": null, '
+    '"taro_d": null}',
+    '{"gen_step": 1, "mode": "eval", "group": 0, "id": "x-9", "video": "VIDEO", "clip": null, "duration": 12.0, '
+    '"query": "q", "segment": [1.0, 2.0], "completion": "<answer>1 to 2</answer>", "pred": [1.0, 2.0], '
+    '"rewards": {"tiou": 1.0}, "reward": 1.0, "advantage": 0.0, "step": 2}',
+    '{"gen_step": 2, "mode": "tra'])
+
+
+@pytest.fixture
+def run_dir(tmp_path, v12):
+    f = tmp_path / 'run' / 'grpo' / 'completions.jsonl'
+    f.parent.mkdir(parents=True)
+    f.write_text(COMPLETIONS_LOG.replace('VIDEO', str(v12)))
+    return tmp_path / 'run'
+
+
+def load_log(run_dir):
+    from timer1_lib.viewer import load_completions
+    with pytest.warns(UserWarning, match='incomplete last line'):
+        return load_completions(run_dir)
+
+
+def test_load_completions_fills_old_rows(run_dir):
+    import math
+    df = load_log(run_dir)
+    assert len(df) == 7 and df['line'].tolist() == [1, 2, 3, 4, 5, 6, 7]
+    assert df['constructed'].tolist() == [False, False, True, True, False, False, False]
+    assert df['kind'].tolist() == ['free', 'free', 'constructed', 'constructed', 'free', 'free', 'free']
+    assert df['prefix_k'].tolist() == [None, None, 1, 2, None, None, None]
+    assert df['prefix'].tolist() == [None, None, PREFIX_A, PREFIX_B, None, None, None]
+    assert df['rollout'].tolist() == [0, 1, 0, 1, 2, 3, 0]
+    d = df['taro_d'].tolist()
+    assert math.isnan(d[0]) and math.isnan(d[1]) and d[2:4] == [-0.1, 0.5] and math.isnan(d[5])
+    assert d[4] == -1.5 - -1.75 == 0.25                                   # no taro_d key: d = p - q
+    assert df['bonus'].isna().tolist() == [True, True, False, False, False, False, True]
+    assert df['mode'].tolist()[-1] == 'eval' and df['rewards'][0] == {'tiou': 0.6, 'format': 1.0}
+
+
+def test_rollout_summary_numbers(run_dir):
+    import math
+    from timer1_lib.viewer import rollout_summary
+    s = rollout_summary(load_log(run_dir))
+    assert list(s.columns) == ['gen_step', 'kind', 'n', 'mean_reward', 'mean_advantage', 'n_d', 'mean_d', 'bonus_frac']
+    assert s[['gen_step', 'kind', 'n', 'n_d']].values.tolist() == [[0, 'free', 2, 0], [1, 'constructed', 2, 2],
+                                                                  [1, 'free', 2, 1]]
+    want = {'mean_reward': [0.8, 1.9, 0.85], 'mean_advantage': [0.0, 0.6, -0.6],
+            'mean_d': [math.nan, 0.2, 0.25], 'bonus_frac': [math.nan, 0.5, 0.5]}
+    for col, ws in want.items():
+        for got, w in zip(s[col], ws):
+            assert (math.isnan(got) and math.isnan(w)) or math.isclose(got, w, abs_tol=1e-12), (col, got, w)
+    ev = rollout_summary(load_log(run_dir), mode='eval')
+    assert ev[['gen_step', 'kind', 'n', 'mean_reward']].values.tolist() == [[1, 'free', 1, 1.0]]
+    assert len(rollout_summary(load_log(run_dir), mode=None)) == 3
+
+
+def test_rollout_panel_marks_prefix_and_d(run_dir):
+    from timer1_lib.viewer import completion_html, rollout_groups, rollout_html
+    df = load_log(run_dir)
+    groups = rollout_groups(df)
+    assert groups == [[0, 1], [2, 3, 4, 5], [6]]
+    h = rollout_html(df.loc[groups[1]])
+    assert h.count('<mark class="timer1-prefix"') == 2
+    assert html_escape(PREFIX_A) in h and html_escape(PREFIX_B) in h
+    assert 'constructed · k=1' in h and 'constructed · k=2' in h and h.count('class="timer1-free"') >= 2
+    for s in ('<b>-0.100</b>', '<b>+0.500</b>', '<b>+0.250</b>', '<b>—</b>', '-0.250', '-0.750', '-1.750',
+              'temporal_sensitivity 0.3', 'x-1', 'train step 1', '2 – 4.5 s'):
+        assert s in h, s
+    assert '<img' not in h and '&lt;img src=x onerror=alert(1)&gt;' in h         # the model's text is escaped
+    # the prefix is marked exactly: after '<think>' (and the newline of the second one), before the free text
+    c1 = completion_html(df.loc[3].to_dict())
+    assert '&lt;think&gt;\n<mark class="timer1-prefix"' in c1
+    assert f'{html_escape(PREFIX_B)}</mark> &lt;img' in c1
+    old = rollout_html(df.loc[groups[0]])                                      # rows from before TaRO
+    assert 'timer1-prefix' not in old and 'timer1-constructed' not in old and 'unparsable' in old
+    assert 'tiou 0.6' in old and '<mark class="timer1-time"' in old
+
+
+def html_escape(s):
+    import html
+    return html.escape(s)
+
+
+def test_rollout_explorer_widget(run_dir, cache):
+    from plotly.callbacks import Points
+    from timer1_lib.viewer import SELECTED_TRACE, latest_train_run, rollouts
+    with pytest.warns(UserWarning):
+        ex = rollouts(run_dir, cache=cache)
+    assert len(ex.groups) == 2 and len(ex.df) == 6 and ex.index == 0    # the eval row is left out
+    assert 'constructed' in ex.summary.value and '0.250' in ex.summary.value
+    assert ex.scrubber.case.runs == ['#0 free', '#1 free'] and ex.scrubber.source is not None
+    assert list(ex.figure.data[0].y) == [-0.1, 0.5] and list(ex.figure.data[1].y) == [0.25]
+    assert list(ex.figure.data[SELECTED_TRACE].x) == []
+    ex.step(1)
+    assert ex.index == 1 and ex.menu.value == 1 and ex.next_btn.disabled
+    sc = ex.scrubber
+    assert sc.case.runs == ['#0 constructed k=1', '#1 constructed k=2', '#2 free', '#3 free']
+    assert sc.case.clip == (1.0, 13.0) and len(sc.source) == 44          # the clip of the group's video
+    assert sc.info.value.count('timer1-prefix') == 2 and '<b>+0.500</b>' in sc.info.value
+    ticks = list(sc.timeline.layout.yaxis.ticktext)
+    assert ticks[0] == 'ground truth' and '#3 free' in ticks
+    assert sorted(ex.figure.data[SELECTED_TRACE].y) == [-0.1, 0.25, 0.5]
+    assert '2/4 constructed · mean d +0.217' in ex.menu.options[1][0]
+    ex.menu.value = 0
+    assert ex.index == 0 and 'tiou 0.6' in sc.info.value
+    fr = ex.figure.data[1]                                               # click the free point: its group
+    ex._on_d_click(fr, Points([0], [fr.x[0]], [fr.y[0]], 'free', 1))
+    assert ex.index == 1 and ex.rows.index.tolist() == [2, 3, 4, 5]
+    assert latest_train_run(run_dir.parent) == run_dir
+
+
+def test_rollouts_of_a_committed_grpo_log(root, cache):
+    "A real GRPO log from before TaRO (the tiny GPU benchmark): every row a free rollout, no d, the explorer works."
+    from timer1_lib.viewer import load_completions, rollout_summary, rollouts
+    src = root / 'artifacts' / 'bench' / 'train_gpu' / 'tiny'
+    df = load_completions(src)
+    assert len(df) == 368 and set(df['kind']) == {'free'} and df['taro_d'].isna().all()
+    s = rollout_summary(df)
+    assert s['n'].sum() == 368 and set(s['kind']) == {'free'} and s['mean_d'].isna().all()
+    ex = rollouts(src, cache=cache)
+    assert 'no d values' in ex.figure.layout.annotations[0].text and len(ex.groups) == 92
+    assert 'timer1-free' in ex.scrubber.info.value
+
+
+def test_explore_notebook_shows_a_training_run(run_dir, tmp_path):
+    "nbs/explore.ipynb headless (papermill) with `train_run` set: the rollout explorer of that run shows, no error."
+    from nbrun import error_cell, run_papermill
+    out = tmp_path / 'explore.ipynb'
+    res = run_papermill(NB_EXPLORE, out, {'train_run': run_dir})
+    assert res.returncode == 0 and error_cell(out) is None, res.stderr[-3000:]
+    shown = [''.join(o['data']['text/plain']) for c in json.loads(out.read_text())['cells'] if c['cell_type'] == 'code'
+             for o in c.get('outputs', []) if 'text/plain' in o.get('data', {})]
+    assert any(s.startswith('RolloutExplorer(') and 'run: 7 completions in 3 groups' in s for s in shown), shown

@@ -4,13 +4,14 @@
 
 # %% ../nbs/30_viewer.ipynb #8b22faa4
 from __future__ import annotations
-import bisect, html, io, json, logging, math, re
+import bisect, html, io, json, logging, math, re, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import ipywidgets as widgets
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import traitlets
 from fastcore.basics import patch
@@ -24,10 +25,14 @@ _logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['EXAMPLES', 'OUTCOMES', 'SORTS', 'VIEWER_VIDEO', 'GT_COLOR', 'RUN_COLORS', 'CLICK_TRACE', 'MENTIONS_TRACE',
-           'PLAYHEAD_TRACE', 'TimeMention', 'time_mentions', 'split_output', 'Prediction', 'score_prediction', 'Run',
-           'load_run', 'Case', 'make_cases', 'load_examples', 'open_runs', 'eval_items', 'latest_eval_run',
-           'filter_cases', 'sort_cases', 'find_case_video', 'FrameSource', 'timeline_figure', 'draw_timeline',
-           'highlight_mentions', 'case_html', 'message_html', 'Scrubber', 'CaseBrowser', 'browse']
+           'PLAYHEAD_TRACE', 'MARK_LIMIT', 'TEXT_LIMIT', 'COMPLETION_COLUMNS', 'TARO_COLUMNS', 'KINDS', 'TS_REWARD',
+           'SUMMARY_COLUMNS', 'KIND_COLORS', 'D_OFFSET', 'SELECTED_TRACE', 'TimeMention', 'time_mentions',
+           'split_output', 'Prediction', 'score_prediction', 'Run', 'load_run', 'Case', 'make_cases', 'load_examples',
+           'open_runs', 'eval_items', 'latest_eval_run', 'filter_cases', 'sort_cases', 'find_case_video', 'FrameSource',
+           'timeline_figure', 'draw_timeline', 'highlight_mentions', 'case_html', 'message_html', 'Scrubber',
+           'CaseBrowser', 'browse', 'completions_file', 'rollout_groups', 'load_completions', 'rollout_summary',
+           'summary_html', 'completion_html', 'group_case', 'rollout_html', 'd_figure', 'RolloutExplorer',
+           'latest_train_run', 'rollouts']
 
 # %% ../nbs/30_viewer.ipynb #3bf18f4e
 _T = r"(?:\d{1,2}:\d{2}(?::\d{2})?(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
@@ -59,39 +64,49 @@ def _secs(tok: str) -> float:
 def time_mentions(text: str) -> list[TimeMention]:
     "Times and time ranges cited in `text` (seconds, sorted by position); ranges first, single times outside them."
     if not isinstance(text, str) or not text: return []
-    out, taken = [], []
-    def free(a, b): return all(b <= s or a >= e for s, e in taken)
+    out, starts, ends = [], [], []          # the spans taken so far: disjoint, sorted by start
+    def free(a, b):
+        i = bisect.bisect_right(starts, a)
+        return not ((i and ends[i - 1] > a) or (i < len(starts) and starts[i] < b))
+    def take(a, b):
+        i = bisect.bisect_right(starts, a); starts.insert(i, a); ends.insert(i, b)
     for rx in _RANGE_RES:
         for m in rx.finditer(text):
             s, e = (m.start() if rx is _RANGE_RES[0] else m.start('a')), m.end()
             if not free(s, e): continue
             a, b = _secs(m['a']), _secs(m['b'])
             if not (math.isfinite(a) and math.isfinite(b)): continue
-            out.append(TimeMention(min(a, b), max(a, b), (s, e), text[s:e])); taken.append((s, e))
+            out.append(TimeMention(min(a, b), max(a, b), (s, e), text[s:e])); take(s, e)
     for rx in _POINT_RES:
         for m in rx.finditer(text):
             s, e = m.span('p') if rx is _POINT_RES[2] else m.span()
             if not free(s, e): continue
             v = _secs(m['p'])
             if not math.isfinite(v): continue
-            out.append(TimeMention(v, v, (s, e), text[s:e])); taken.append((s, e))
+            out.append(TimeMention(v, v, (s, e), text[s:e])); take(s, e)
     return sorted(out, key=lambda t: t.span)
 
 # %% ../nbs/30_viewer.ipynb #7b1f91e5
 _THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.IGNORECASE | re.DOTALL)
-_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
+_OPEN_RE, _CLOSE_RE = re.compile(r"<answer>", re.IGNORECASE), re.compile(r"</answer>", re.IGNORECASE)
+
+def _last(it):
+    m = None
+    for m in it: pass
+    return m
 
 def split_output(text: str) -> tuple[str, str | None]:
     ("`(thinking, answer)` of a completion: the last `<think>` block (else the text before `<answer>`) "
-     "and the last answer block (None if absent).")
+     "and the last answer block (None if absent), as `parse_answer` reads it; linear time.")
     if not isinstance(text, str): return '', None
-    answers = _ANSWER_RE.findall(text)
+    close = _last(_CLOSE_RE.finditer(text))
+    open_ = _last(_OPEN_RE.finditer(text, 0, close.start())) if close is not None else None
     thinks = _THINK_RE.findall(text)
     if thinks: think = thinks[-1]
     else:
-        i = text.lower().find('<answer>')
-        think = text if i < 0 else text[:i]
-    return think.strip(), (answers[-1].strip() if answers else None)
+        m = _OPEN_RE.search(text)
+        think = text if m is None else text[:m.start()]
+    return think.strip(), (text[open_.end():close.start()].strip() if open_ is not None else None)
 
 @dataclass
 class Prediction:
@@ -426,6 +441,7 @@ class FrameSource:
 GT_COLOR = '#2ca02c'
 RUN_COLORS = ('#1f77b4', '#ff7f0e', '#9467bd', '#d62728', '#8c564b', '#e377c2', '#17becf', '#7f7f7f', '#bcbd22')
 CLICK_TRACE, MENTIONS_TRACE, PLAYHEAD_TRACE = 0, 1, 2   # indices of the timeline figure's fixed traces
+MARK_LIMIT = 500        # cited times drawn per run (a runaway trace can cite 100k; plotly would crawl)
 
 def _tracks(case: Case | None) -> list[tuple[str, str, Any]]:
     "(kind, label, payload) per timeline row."
@@ -487,7 +503,7 @@ def draw_timeline(fig: go.FigureWidget, case: Case | None, t: float = 0.0) -> No
                     anns.append(dict(x=min(b, D), y=y, xref='x', yref='y', text=f' {a:g}–{b:g} s · IoU {p.iou:.2f}',
                                      showarrow=False, xanchor='left', font=dict(size=10)))
             else:
-                for m in p.mentions:
+                for m in p.mentions[:MARK_LIMIT]:
                     if m.is_range: rect(m.start, m.end, y, color, opacity=0.35, h=0.25, line=1)
                     mx.append(m.start if not m.is_range else (m.start + m.end) / 2); my.append(y)
                     mtext.append(f'{p.run}: “{html.escape(m.text)}”'); mcol.append(color)
@@ -552,6 +568,11 @@ def _runs_table(case: Case) -> list[str]:
     return h
 
 # %% ../nbs/30_viewer.ipynb #bbcbb3d5
+TEXT_LIMIT = 20_000     # characters of a text shown in a panel (the rest is counted, not shown)
+
+def _more(text: str, limit: int = TEXT_LIMIT) -> str:
+    return f'<span style="color:#888"> … ({len(text) - limit:,} more characters)</span>' if len(text) > limit else ''
+
 def _run_details(case: Case) -> list[str]:
     "HTML lines, one `<details>` per run: its answer (or why it is unparsable) and its highlighted thinking."
     h = []
@@ -560,7 +581,9 @@ def _run_details(case: Case) -> list[str]:
         ans = ('<i>no &lt;answer&gt; block</i>' if p.answer is None else f'<code>{_esc(p.answer)}</code>')
         why = '' if p.pred is not None else (' <span style="color:#b00">— no “s to e” pair found: '
                                              'unparsable, rewards 0</span>')
-        think = highlight_mentions(p.thinking, p.mentions, color) if p.thinking else '<i>(no thinking text)</i>'
+        shown = [m for m in p.mentions if m.span[1] <= TEXT_LIMIT]
+        think = (highlight_mentions(p.thinking[:TEXT_LIMIT], shown, color) + _more(p.thinking) if p.thinking
+                 else '<i>(no thinking text)</i>')
         h.append(f'<details open style="margin:4px 0"><summary><b style="color:{color}">{_esc(p.run)}</b>: '
                  f'answer {ans}{why}</summary>'
                  '<div style="white-space:pre-wrap;overflow-wrap:anywhere;font-size:12px;'
@@ -873,3 +896,358 @@ def browse(source=None, items: Iterable[GroundingItem] | None = None, **kw) -> C
     kw.setdefault('title', f'{Path(source).name if not isinstance(source, (list, tuple)) else f"{len(runs)} files"}: '
                            f'{len(runs)} run(s)')
     return CaseBrowser(make_cases(runs, items), **kw)
+
+# %% ../nbs/30_viewer.ipynb #3502f95b
+COMPLETION_COLUMNS = ('gen_step', 'mode', 'group', 'id', 'video', 'clip', 'duration', 'query', 'segment', 'completion',
+                      'pred', 'rewards', 'reward', 'advantage', 'step')
+TARO_COLUMNS = ('constructed', 'prefix_k', 'prefix', 'taro_p', 'taro_q', 'taro_d')
+KINDS = ('constructed', 'free')
+TS_REWARD = 'temporal_sensitivity'
+
+def completions_file(source) -> Path:
+    "A run's completions log: `source` (a file), `<source>/completions.jsonl` or `<source>/grpo/completions.jsonl`."
+    p = Path(source)
+    for c in (p, p / 'completions.jsonl', p / 'grpo' / 'completions.jsonl'):
+        if c.is_file(): return c
+    raise FileNotFoundError(f"no completions log at {p} (nor {p / 'completions.jsonl'}, "
+                            f"{p / 'grpo' / 'completions.jsonl'})")
+
+def _completion_rows(path: Path) -> list[tuple[int, dict]]:
+    "(line number, object) per non-blank line of a JSONL log; an interrupted last line is dropped with a warning."
+    lines, out = path.read_bytes().split(b'\n'), []
+    for i, raw in enumerate(lines, 1):
+        if not raw.strip(): continue
+        try: r = json.loads(raw)
+        except json.JSONDecodeError as e:
+            if i == len(lines):
+                warnings.warn(f"{path}: ignoring incomplete last line {i} ({len(raw)} bytes): {e}"); break
+            raise ValueError(f"{path}: line {i} is not valid JSON: {e}") from None
+        if not isinstance(r, dict): raise ValueError(f"{path}: line {i} is not a JSON object")
+        out.append((i, r))
+    return out
+
+# %% ../nbs/30_viewer.ipynb #7f7ce660
+def _fnum(x) -> float:
+    "float(x) when it is a finite number (not a bool or a string), else NaN."
+    if isinstance(x, (bool, str, bytes)) or x is None: return math.nan
+    try: v = float(x)
+    except (TypeError, ValueError, OverflowError): return math.nan
+    return v if math.isfinite(v) else math.nan
+
+def _int(x) -> int | None:
+    "int(x) when it is an integral finite number (not a bool), else None."
+    v = _fnum(x)
+    return int(v) if not math.isnan(v) and v == int(v) else None
+
+def _none(x):
+    "None for None / NaN (a missing value in a DataFrame row), else x."
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+def _taro_fields(r: dict) -> dict:
+    "The TaRO columns of one log row, filled for rows written before TaRO (a free rollout without p, q, d)."
+    c, k = r.get('constructed'), r.get('prefix_k')
+    p, q, d = (_fnum(r.get(n)) for n in ('taro_p', 'taro_q', 'taro_d'))
+    if math.isnan(d) and not (math.isnan(p) or math.isnan(q)): d = p - q
+    return dict(constructed=isinstance(c, (bool, int)) and bool(c),
+                prefix_k=_int(k),
+                prefix=r['prefix'] if isinstance(r.get('prefix'), str) and r['prefix'] else None,
+                taro_p=p, taro_q=q, taro_d=d)
+
+def rollout_groups(df: pd.DataFrame) -> list[list]:
+    "Row labels of each rollout group (the completions of one prompt: same mode, gen_step, group and id), log order."
+    groups: dict[tuple, list] = {}
+    for lab, m, s, g, i in zip(df.index, df['mode'], df['gen_step'], df['group'], df['id']):
+        groups.setdefault((_none(m), _none(s), _none(g), str(_none(i))), []).append(lab)
+    return list(groups.values())
+
+# %% ../nbs/30_viewer.ipynb #108bd2c8
+def load_completions(source) -> pd.DataFrame:
+    ("A run's completions log as a DataFrame, one row per sampled completion: the GRPO and TaRO columns (old rows "
+     "filled as free rollouts; steps and groups ints or None), `kind`, `bonus`, `rollout`, `line`, any other keys.")
+    path = completions_file(source)
+    rows = []
+    for line, r in _completion_rows(path):
+        row = {**r, **{k: r.get(k) for k in COMPLETION_COLUMNS}, **_taro_fields(r)}
+        row['rewards'] = r['rewards'] if isinstance(r.get('rewards'), dict) else {}
+        row['mode'] = r['mode'] if isinstance(r.get('mode'), str) else 'train'
+        row['completion'] = r['completion'] if isinstance(r.get('completion'), str) else ''
+        row.update({k: _int(r.get(k)) for k in ('gen_step', 'group', 'step')})
+        row.update(reward=_fnum(r.get('reward')), advantage=_fnum(r.get('advantage')),
+                   bonus=_fnum(row['rewards'].get(TS_REWARD)), line=line)
+        rows.append(row)
+    cols = list(COMPLETION_COLUMNS + TARO_COLUMNS) + ['kind', 'bonus', 'rollout', 'line']
+    cols += [k for k in dict.fromkeys(k for r in rows for k in r) if k not in cols]
+    df = pd.DataFrame(rows, columns=cols, dtype=object)          # object: a missing value stays None
+    for c in ('reward', 'advantage', 'taro_p', 'taro_q', 'taro_d', 'bonus'): df[c] = df[c].astype(float)
+    df['kind'] = pd.Series(['constructed' if c else 'free' for c in df['constructed']], index=df.index, dtype=object)
+    df['constructed'] = df['constructed'].astype(bool)
+    for g in rollout_groups(df): df.loc[g, 'rollout'] = range(len(g))
+    df['rollout'] = df['rollout'].astype(int)
+    df.attrs['path'] = str(path)
+    return df
+
+# %% ../nbs/30_viewer.ipynb #6884d5de
+SUMMARY_COLUMNS = ('gen_step', 'kind', 'n', 'mean_reward', 'mean_advantage', 'n_d', 'mean_d', 'bonus_frac')
+
+def rollout_summary(df: pd.DataFrame, mode: str | None = 'train') -> pd.DataFrame:
+    ("Constructed vs free rollouts per gen_step (of `mode`; None: all): count, mean reward and advantage, "
+     "number with a d and mean d, fraction with the temporal-sensitivity bonus.")
+    if mode is not None: df = df[df['mode'] == mode]
+    out = []
+    for (step, kind), g in df.groupby(['gen_step', 'kind'], sort=True, dropna=False):
+        b = g['bonus'].dropna()
+        out.append((step, kind, len(g), g['reward'].mean(), g['advantage'].mean(), int(g['taro_d'].notna().sum()),
+                    g['taro_d'].mean(), float((b > 0).mean()) if len(b) else math.nan))
+    return pd.DataFrame(out, columns=list(SUMMARY_COLUMNS))
+
+def summary_html(summary: pd.DataFrame) -> str:
+    "A summary table as compact HTML ('—' for no value)."
+    if summary.empty: return '<i>no rollouts</i>'
+    table = summary.to_html(index=False, na_rep='—', float_format=lambda v: f'{v:.3f}', border=0,
+                            classes='timer1-rollout-summary', justify='center')
+    return f'<div style="font-size:12px;margin:24px 0 0 12px">{table}</div>'
+
+# %% ../nbs/30_viewer.ipynb #3d2efd18
+KIND_COLORS = {'constructed': '#ff7f0e', 'free': '#1f77b4'}
+_THINK_OPEN = re.compile(r"\s*<think>(\s*)", re.IGNORECASE)
+
+def _prefix_span(text: str, prefix: str | None) -> tuple[int, int] | None:
+    "Where `prefix` is in `text`: right after the opening `<think>` (whitespace allowed), else its first occurrence."
+    if not prefix or not isinstance(text, str): return None
+    m = _THINK_OPEN.match(text)
+    for s in ((m.start(1), m.end(1)) if m else ()):
+        if text.startswith(prefix, s): return (s, s + len(prefix))
+    i = text.find(prefix)
+    return (i, i + len(prefix)) if i >= 0 else None
+
+def _kind_badge(r: dict) -> str:
+    kind = 'constructed' if r.get('constructed') else 'free'
+    k = _none(r.get('prefix_k'))
+    label = f'constructed · k={k}' if kind == 'constructed' and k is not None else kind
+    return (f'<span class="timer1-{kind}" style="background:{KIND_COLORS[kind]};color:white;padding:0 4px;'
+            f'border-radius:3px;font-size:11px">{_esc(label)}</span>')
+
+def _marked(text: str, color: str) -> str: return highlight_mentions(text, time_mentions(text), color)
+
+# %% ../nbs/30_viewer.ipynb #cc247943
+def completion_html(r: dict, color: str = '#1f77b4', max_chars: int = TEXT_LIMIT) -> str:
+    "One sampled completion's text as HTML: escaped, its constructed prefix marked, cited times highlighted."
+    text = r.get('completion') if isinstance(r.get('completion'), str) else ''
+    prefix = r.get('prefix') if r.get('constructed') and isinstance(r.get('prefix'), str) else None
+    span, shown = _prefix_span(text, prefix), text[:max_chars]
+    a, b = (min(span[0], len(shown)), min(span[1], len(shown))) if span else (0, 0)
+    k = _none(r.get('prefix_k'))
+    title = 'constructed reasoning prefix' + (f' ({k} caption{"s" if k != 1 else ""})' if k is not None else '')
+    mark = lambda s: (f'<mark class="timer1-prefix" style="background:{KIND_COLORS["constructed"]}40;'
+                      f'border-bottom:2px solid {KIND_COLORS["constructed"]}" title="{title}">{_esc(s)}</mark>')
+    parts = [_marked(shown[:a], color), mark(shown[a:b]) if b > a else '', _marked(shown[b:], color)]
+    parts.append(_more(text, max_chars))
+    note = ''
+    if prefix is not None and span is None:
+        note = (f'<div style="font-size:11px;color:#b00">the logged prefix is not in the text: '
+                f'{mark(prefix[:max_chars])}</div>')
+    elif r.get('constructed') and prefix is None:
+        note = '<div style="font-size:11px;color:#888">constructed rollout; no prefix logged</div>'
+    return (f'{note}<div class="timer1-completion" style="white-space:pre-wrap;overflow-wrap:anywhere;font-size:12px;'
+            f'border-left:3px solid {color};padding-left:6px;max-height:200px;overflow:auto">{"".join(parts)}</div>')
+
+# %% ../nbs/30_viewer.ipynb #1fed8c25
+def _rows(rows) -> list[dict]:
+    return rows.to_dict('records') if isinstance(rows, pd.DataFrame) else [dict(r) for r in rows]
+
+def _pair(x) -> tuple[float, float] | None:
+    "A finite (s, e) pair from a logged value, else None."
+    try: a, b = x
+    except Exception: return None
+    a, b = _fnum(a), _fnum(b)
+    return None if math.isnan(a) or math.isnan(b) else (a, b)
+
+def _rollout_label(r: dict) -> str:
+    "The timeline track name of a completion: `#i constructed k=…` or `#i free`."
+    i, k = _none(r.get('rollout')), _none(r.get('prefix_k'))
+    kind = (f'constructed k={k}' if k is not None else 'constructed') if r.get('constructed') else 'free'
+    return f"#{'?' if i is None else i} {kind}"
+
+def group_case(rows) -> Case:
+    "A rollout group as a `Case` (the prompt's video, clip and ground truth; one prediction per completion)."
+    rows = _rows(rows)
+    r0 = rows[0] if rows else {}
+    gt = _pair(r0.get('segment')) or (0.0, 0.0)
+    D = _fnum(r0.get('duration'))
+    D = D if D > 0 else max(gt[1], 1.0)
+    preds = [score_prediction(_rollout_label(r), r.get('completion'), gt, D, pred=_pair(r.get('pred')), record=r)
+             for r in rows]
+    return Case(str(_none(r0.get('id'))), str(_none(r0.get('query')) or ''), str(_none(r0.get('video')) or ''), D, gt,
+                preds, clip=_pair(r0.get('clip')))
+
+# %% ../nbs/30_viewer.ipynb #1a05e546
+def _f(v, fmt: str = '.3f') -> str:
+    v = _fnum(v)
+    return '—' if math.isnan(v) else format(v, fmt)
+
+def _rollout_row(k: int, r: dict, gt) -> str:
+    color, seg = RUN_COLORS[k % len(RUN_COLORS)], _pair(r.get('pred'))
+    cells = [f'<span style="color:{color}">■</span> #{_esc(_none(r.get("rollout")))}', _kind_badge(r),
+             _fmt_seg(seg) if seg else '<span style="color:#b00">unparsable</span>',
+             f'{iou(seg, gt):.3f}' if seg else '0.000', _f(r.get('reward')), _f(r.get('advantage'), '+.3f'),
+             f'<b>{_f(r.get("taro_d"), "+.3f")}</b>', _f(r.get('taro_p')), _f(r.get('taro_q')),
+             _f((r.get('rewards') or {}).get(TS_REWARD), 'g') if isinstance(r.get('rewards'), dict) else '—']
+    return '<tr>' + ''.join(f'<td style="padding:2px 5px;text-align:center">{c}</td>' for c in cells) + '</tr>'
+
+def _rewards_text(r: dict) -> str:
+    rw = r.get('rewards') if isinstance(r.get('rewards'), dict) else {}
+    return ' · '.join(f'{_esc(n)} {_f(v, ".3g")}' for n, v in rw.items())
+
+# %% ../nbs/30_viewer.ipynb #6487d3fe
+def rollout_html(rows) -> str:
+    ("A rollout group's panel: the prompt and ground truth, a table of its completions (kind, segment, IoU, reward, "
+     "advantage, d, p, q, bonus) and each completion's text with its prefix marked.")
+    rows = _rows(rows)
+    if not rows: return '<i>no rollouts</i>'
+    r0, gt = rows[0], _pair(rows[0].get('segment'))
+    g = lambda k: _none(r0.get(k))
+    meta = ' · '.join(_esc(x) for x in (g('id'), f"{g('mode')} step {g('gen_step')}", f"group {g('group')}",
+                                        f'{len(rows)} completions'))
+    head = ''.join(f'<th style="padding:2px 5px">{h}</th>' for h in
+                   ('#', 'kind', 'segment', 'IoU', 'reward', 'advantage', 'd = p − q', 'p', 'q', 'bonus'))
+    h = [f'<div style="font-size:15px;margin-bottom:4px"><b>Query:</b> “{_esc(g("query") or "")}”</div>',
+         f'<div style="color:#555;font-size:12px">{meta} · duration {_f(r0.get("duration"), "g")} s</div>',
+         f'<div style="margin:4px 0"><span style="background:{GT_COLOR};color:white;padding:0 4px;border-radius:3px">'
+         f'GT</span> {_fmt_seg(gt)}</div>',
+         '<table class="timer1-rollouts" style="border-collapse:collapse;font-size:12px;margin:4px 0">'
+         f'<tr style="border-bottom:1px solid #ccc">{head}</tr>',
+         *(_rollout_row(k, r, gt) for k, r in enumerate(rows)), '</table>']
+    for k, r in enumerate(rows):
+        color = RUN_COLORS[k % len(RUN_COLORS)]
+        h.append(f'<details open style="margin:4px 0"><summary><b style="color:{color}">'
+                 f'#{_esc(_none(r.get("rollout")))}</b> {_kind_badge(r)} d {_f(r.get("taro_d"), "+.3f")} · '
+                 f'{_rewards_text(r)}</summary>{completion_html(r, color)}</details>')
+    return '<div style="white-space:normal;overflow-wrap:anywhere;line-height:1.45">' + '\n'.join(h) + '</div>'
+
+# %% ../nbs/30_viewer.ipynb #304a7f89
+D_OFFSET = {'constructed': -0.12, 'free': 0.12}
+SELECTED_TRACE = 4   # d_figure's traces: constructed, free, constructed mean, free mean, selected group
+
+def _d_hover(r: dict) -> str:
+    return (f"step {_esc(_none(r.get('gen_step')))} · group {_esc(_none(r.get('group')))} · "
+            f"#{_esc(_none(r.get('rollout')))} {r.get('kind', '')}<br>{_esc(_short(str(_none(r.get('id'))), 40))}<br>"
+            f"d {_f(r.get('taro_d'), '+.3f')} (p {_f(r.get('taro_p'))}, q {_f(r.get('taro_q'))})<br>"
+            f"reward {_f(r.get('reward'))} · advantage {_f(r.get('advantage'), '+.3f')}")
+
+def d_figure(df: pd.DataFrame, width: int = 720) -> go.FigureWidget:
+    "d = p − q of every completion by generation step, constructed vs free (customdata: the DataFrame row labels)."
+    has = df[df['taro_d'].notna() & df['gen_step'].notna()]
+    fig = go.FigureWidget(layout=go.Layout(
+        width=width, height=280, margin=dict(l=60, r=15, t=30, b=40), plot_bgcolor='#fafafa', hovermode='closest',
+        dragmode=False, legend=dict(orientation='h', y=1.15, x=0), xaxis=dict(title=dict(text='generation step'),
+        zeroline=False, gridcolor='#e5e5e5'), yaxis=dict(title=dict(text='d = p − q'), zerolinecolor='#999',
+        gridcolor='#e5e5e5')))
+    for kind in KINDS:
+        g = has[has['kind'] == kind]
+        fig.add_scatter(x=(g['gen_step'].astype(float) + D_OFFSET[kind]).tolist(), y=g['taro_d'].tolist(),
+                        mode='markers', name=kind, customdata=g.index.tolist(), hoverinfo='text',
+                        text=[_d_hover(r) for r in g.to_dict('records')],
+                        marker=dict(color=KIND_COLORS[kind], size=8, opacity=0.75))
+    for kind in KINDS:
+        m = has[has['kind'] == kind].groupby('gen_step')['taro_d'].mean()
+        fig.add_scatter(x=(m.index.astype(float) + D_OFFSET[kind]).tolist(), y=m.tolist(), mode='lines+markers',
+                        name=f'{kind}: mean', hoverinfo='skip', line=dict(color=KIND_COLORS[kind], dash='dot'),
+                        marker=dict(symbol='line-ew-open', size=16, color=KIND_COLORS[kind]))
+    fig.add_scatter(x=[], y=[], mode='markers', name='this group', hoverinfo='skip',
+                    marker=dict(size=15, color='rgba(0,0,0,0)', line=dict(width=2, color='black')))
+    if has.empty:
+        fig.add_annotation(text='no d values in this log (not a TaRO run, or the temporal-sensitivity reward was off)',
+                           xref='paper', yref='paper', x=0.5, y=0.5, showarrow=False, font=dict(color='#888'))
+    fig._config = dict(displayModeBar=False, scrollZoom=False)
+    return fig
+
+# %% ../nbs/30_viewer.ipynb #6555adca
+class RolloutExplorer(widgets.VBox):
+    "The rollout groups of a GRPO / TaRO run: summary table, d per completion, one group on the scrubber."
+    def __init__(self, df: pd.DataFrame, *, mode: str | None = 'train', title: str | None = None,
+                 text_width: int = 600, **scrubber_kw):
+        self.df = df if mode is None else df[df['mode'] == mode]
+        self.groups = rollout_groups(self.df)
+        self.summary = widgets.HTML(summary_html(rollout_summary(self.df, None)))
+        self.figure = d_figure(self.df)
+        for tr in self.figure.data[:2]: tr.on_click(self._on_d_click)
+        self.menu = widgets.Dropdown(options=[(self._label(i), i) for i in range(len(self.groups))],
+                                     description='group', layout=widgets.Layout(width='560px'))
+        self.prev_btn = widgets.Button(description='◀ prev', layout=widgets.Layout(width='80px'))
+        self.next_btn = widgets.Button(description='next ▶', layout=widgets.Layout(width='80px'))
+        self.status = widgets.HTML()
+        self.scrubber = Scrubber(None, text_width=text_width, **scrubber_kw)
+        self.index, self._updating = None, False
+        self.menu.observe(lambda ch: None if self._updating or ch['new'] is None else self.select(ch['new']), 'value')
+        self.prev_btn.on_click(lambda b: self.step(-1)); self.next_btn.on_click(lambda b: self.step(1))
+        self.title = widgets.HTML(f'<b>{_esc(title)}</b>' if title else '')
+        super().__init__([self.title, widgets.HBox([self.figure, self.summary]),
+                          widgets.HBox([self.prev_btn, self.next_btn, self.menu, self.status]), self.scrubber])
+        self.add_class('timer1-rollouts')
+        if self.groups: self.select(0)
+        else: self.scrubber.message.value = message_html('No rollouts: the completions log holds no rows'
+                                                          + (f' of mode {mode!r}.' if mode else '.'), 'info')
+
+# %% ../nbs/30_viewer.ipynb #738d0ed1
+@patch(as_prop=True)
+def rows(self: RolloutExplorer) -> pd.DataFrame | None:
+    "The completions of the group on show."
+    return None if self.index is None else self.df.loc[self.groups[self.index]]
+
+@patch
+def _label(self: RolloutExplorer, i: int) -> str:
+    g = self.df.loc[self.groups[i]]
+    r, nc, d = g.iloc[0], int(g['constructed'].sum()), g['taro_d'].mean()
+    dd = '' if math.isnan(d) else f' · mean d {d:+.3f}'
+    return (f"{i + 1}. step {_none(r['gen_step'])} · group {_none(r['group'])} · {_short(str(_none(r['id'])), 30)} · "
+            f"{nc}/{len(g)} constructed{dd}")
+
+@patch
+def select(self: RolloutExplorer, i: int) -> None:  # noqa: F811 (CaseBrowser.select is patched under the same name)
+    "Show the `i`-th rollout group: scrubber (video, timeline of its completions), its panel, its ring on the d plot."
+    if not self.groups: return
+    i = min(max(int(i), 0), len(self.groups) - 1)
+    if self.menu.value != i:
+        self._updating = True
+        try: self.menu.value = i
+        finally: self._updating = False
+    self.index, rows = i, self.df.loc[self.groups[i]]
+    self.scrubber.set_case(group_case(rows))
+    self.scrubber.info.value = rollout_html(rows)
+    has = rows[rows['taro_d'].notna() & rows['gen_step'].notna()]
+    off = [D_OFFSET[k] for k in has['kind']]
+    self.figure.data[SELECTED_TRACE].update(x=[float(s) + o for s, o in zip(has['gen_step'], off)],
+                                            y=has['taro_d'].tolist())
+    self.status.value = f'<span style="font-size:12px">group {i + 1} / {len(self.groups)}</span>'
+    self.prev_btn.disabled, self.next_btn.disabled = i == 0, i == len(self.groups) - 1
+
+# %% ../nbs/30_viewer.ipynb #6661c0ee
+@patch
+def step(self: RolloutExplorer, k: int) -> None:  # noqa: F811 (CaseBrowser.step is patched under the same name)
+    "Move `k` groups forward (negative: back)."
+    self.select((self.index or 0) + k)
+
+@patch
+def _on_d_click(self: RolloutExplorer, trace, points, state=None) -> None:
+    "A click on a point of the d plot shows that completion's group."
+    if not points.point_inds: return
+    lab = trace.customdata[points.point_inds[0]]
+    i = next((j for j, g in enumerate(self.groups) if lab in g), None)
+    if i is not None: self.select(i)
+
+def latest_train_run(root=None) -> Path | None:
+    "The newest run folder under `root` (default `artifacts/runs`) with a completions log (`grpo/completions.jsonl`)."
+    root = Path(root) if root is not None else artifacts_dir() / 'runs'
+    if not root.is_dir(): return None
+    found = [(f.stat().st_mtime, f.parent.parent) for f in root.glob('*/grpo/completions.jsonl')]
+    return max(found)[1] if found else None
+
+def rollouts(source=None, mode: str | None = 'train', **kw) -> RolloutExplorer:
+    "A `RolloutExplorer` over a run folder / completions log (`source`; default: the latest training run)."
+    if source is None:
+        source = latest_train_run()
+        if source is None: raise FileNotFoundError("no training run with grpo/completions.jsonl under artifacts/runs; "
+                                                   "train first (nbs/train.ipynb), or pass a run folder")
+    df = load_completions(source)
+    kw.setdefault('title', f'{Path(source).name}: {len(df)} completions in {len(rollout_groups(df))} groups')
+    return RolloutExplorer(df, mode=mode, **kw)
