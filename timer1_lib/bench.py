@@ -12,13 +12,13 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['BENCHMARKS', 'SMOKE_TEXT', 'SMOKE_VISION', 'HELDOUT_SPLIT', 'HELDOUT_TYPE', 'MAIN', 'HELD', 'EVAL_ALL', 'GPU_GRPO',
-           'NOBEFORE', 'SFT_MORE', 'SMOKE_PLAN', 'TARO_ROWS', 'TARO_EVAL', 'TARO_GRPO', 'TARO_SMOKE', 'STUDIES',
-           'ISA_ENV', 'Benchmark', 'command_for', 'current_command', 'benchmark', 'bench_dir', 'save_result',
-           'machine_info', 'build_parser', 'main', 'cache_timings', 'video_cache', 'predict_timing', 'gpu_predict',
-           'sft_curve', 'coldstart_sft', 'synth_speed', 'launch_run', 'run_plan', 'collect_run', 'run_study',
-           'load_runs', 'paired_delta', 'analyze_study', 'taro_entries', 'analyze_taro', 'taro', 'taro_results',
-           'grpo_gpu', 'grpo_gpu_results', 'grpo_vs_sft', 'grpo_vs_sft_results', 'cpu_isa', 'entry_points',
-           'real_data_fixture']
+           'NOBEFORE', 'SFT_MORE', 'SMOKE_PLAN', 'TARO_ROWS', 'TARO_EVAL', 'TARO_GRPO', 'TARO_SMOKE', 'QA_SFT_MORE',
+           'QA_EVAL', 'QA_ARMS', 'STUDIES', 'ISA_ENV', 'Benchmark', 'command_for', 'current_command', 'benchmark',
+           'bench_dir', 'save_result', 'machine_info', 'build_parser', 'main', 'cache_timings', 'video_cache',
+           'predict_timing', 'gpu_predict', 'sft_curve', 'coldstart_sft', 'synth_speed', 'launch_run', 'run_plan',
+           'collect_run', 'run_study', 'load_runs', 'paired_delta', 'analyze_study', 'taro_entries', 'analyze_taro',
+           'taro', 'taro_results', 'analyze_videoqa', 'videoqa', 'videoqa_results', 'grpo_gpu', 'grpo_gpu_results',
+           'grpo_vs_sft', 'grpo_vs_sft_results', 'cpu_isa', 'entry_points', 'real_data_fixture']
 
 # %% ../nbs/90_bench.ipynb #ed78d04c
 from .core import artifacts_dir, jsonable, repo_root, resolve_path, write_json
@@ -543,6 +543,8 @@ def collect_run(d: Path) -> dict:
     r['curriculum'] = _jsonl(d / 'grpo' / 'curriculum.jsonl')
     r['eval'] = {f.stem: [{k: x.get(k) for k in ('id', 'pred', 'gt', 'duration', 'qtype', 'text')} for x in _jsonl(f)
                           if x.get('type') != 'config' and 'id' in x] for f in sorted(d.glob('eval_*.jsonl'))}
+    r['qa'] = {f.stem: [{k: x.get(k) for k in ('id', 'qtype', 'choice', 'answer', 'correct')} for x in _jsonl(f)
+                        if x.get('type') == 'prediction'] for f in sorted(d.glob('qa_*.jsonl'))}
     return r
 
 def _log_tail(f: Path, n: int = 60) -> str:
@@ -857,7 +859,85 @@ def taro_results(runs_dir: str = '', plans: tuple = ('main', 's01', 's2'), out_d
     "The TaRO ablation's tables (mean ± spread over seeds, paired CIs vs GRPO) -> results.md and results.json."
     return _write_taro(runs_dir, out_dir, tuple(plans))
 
+# %% ../nbs/90_bench.ipynb #2f3faed7
+QA_SFT_MORE = 400   # ~ the GRPO phase's wall time on the H200 box (0.12 s an SFT step, ~4 s a GRPO step)
+QA_EVAL = dict(MAIN, eval_limit=200, eval_batch_size=64, qa_limit=0, eval_before=False)
+
+def _qa_plan(seeds=(0, 1, 2), cold_start_steps: int = 1000, sft_more: int = QA_SFT_MORE) -> dict:
+    "Per seed: a cold start, then from its model GRPO and the same time of more SFT; QA at every phase."
+    plan = {}
+    for s in seeds:
+        plan[f'cs_s{s}'] = (dict(QA_EVAL, seed=s, grpo=False, cold_start_steps=cold_start_steps), None)
+        plan[f'grpo_s{s}'] = (dict(QA_EVAL, seed=s, cold_start=False, num_generations=8, prompts_per_step=16,
+                                   sample_pool=256, sample_k=128, num_train_epochs=2), f'cs_s{s}')
+        plan[f'sft_s{s}'] = (dict(QA_EVAL, seed=s, grpo=False, cold_start_steps=sft_more), f'cs_s{s}')
+    return plan
+
+QA_ARMS = {'cold start': ('cs', 'after_coldstart'), 'GRPO': ('grpo', 'after_grpo'),
+           'more SFT': ('sft', 'after_coldstart')}
+
+# %% ../nbs/90_bench.ipynb #badc3631
+def _qa_correct(runs: dict, arm: str, s: int):
+    "{item id: correct} of an arm's QA predictions for seed `s` (None when that run did not finish)."
+    pre, ph = QA_ARMS[arm]
+    recs = next((r['qa'].get(f'qa_{ph}') for k, r in runs.items() if k.split('/')[-1] == f'{pre}_s{s}'), None)
+    return {r['id']: float(bool(r['correct'])) for r in recs} if recs else None
+
+def analyze_videoqa(folder, plans=('main',)) -> tuple[str, list[dict]]:
+    "QA accuracy and grounding mIoU per arm and seed, and paired QA differences pooled over seeds (bootstrap CIs)."
+    from timer1_lib.metrics import paired_bootstrap
+    runs, out = load_runs(folder, plans), []
+    seeds = sorted({int(k.rsplit('_s', 1)[1]) for k in runs if '_s' in k})
+    for arm, (pre, ph) in QA_ARMS.items():
+        for s in seeds:
+            r = next((r for k, r in runs.items() if k.split('/')[-1] == f'{pre}_s{s}'), None)
+            m = (r or {}).get('metrics', {}).get('metrics', {}).get(ph)
+            if m: out.append(dict(arm=arm, seed=s, qa_accuracy=m.get('qa_accuracy'), qa_parsed=m.get('qa_parsed'),
+                                  qa_by_type=m.get('qa_by_type'), mIoU=m['mIoU'], **{'R1@0.5': m['R1@0.5']}))
+    lines = ['# VideoQA next to grounding: cold start vs GRPO vs the same time of more SFT', '',
+             '| arm | seeds | QA accuracy (%) | QA parsed (%) | grounding R1@0.5 | grounding mIoU |',
+             '|---|---:|---|---|---|---|']
+    for arm in QA_ARMS:
+        es = [e for e in out if e['arm'] == arm]
+        if es: lines.append(f"| {arm} | {len(es)} | {_ms([e['qa_accuracy'] for e in es])} | "
+                            f"{_ms([e['qa_parsed'] for e in es])} | {_ms([e['R1@0.5'] for e in es])} | "
+                            f"{_ms([e['mIoU'] for e in es])} |")
+    lines += ['', '| comparison | seeds | items | Δ QA accuracy, points [95% CI] |', '|---|---:|---:|---|']
+    for a, b in (('cold start', 'GRPO'), ('cold start', 'more SFT'), ('more SFT', 'GRPO')):
+        pa = [(s, _qa_correct(runs, a, s), _qa_correct(runs, b, s)) for s in seeds]
+        pa = [(s, x, y) for s, x, y in pa if x and y]
+        if not pa: continue
+        ids = [sorted(set(x) & set(y)) for _, x, y in pa]
+        t = paired_bootstrap([np.array([[x[i]] for i in ii]) for (_, x, _), ii in zip(pa, ids)],
+                             [np.array([[y[i]] for i in ii]) for (_, _, y), ii in zip(pa, ids)], n_boot=2000, seed=0)
+        lines.append(f"| {b} − {a} | {len(pa)} | {sum(map(len, ids))} | {100 * t['mean'][0]:+.1f} "
+                     f"[{100 * t['lo'][0]:+.1f}, {100 * t['hi'][0]:+.1f}] |")
+    return '\n'.join(lines), out
+
+@benchmark('videoqa')
+def videoqa(plan: str = 'main', budget_s: float = 560.0, scratch: str = '', out_dir: str | None = None) -> dict:
+    "VideoQA accuracy of the cold start, after GRPO and after the same time of SFT, 3 seeds, side by side (GPU)."
+    return run_study('videoqa', plan, budget_s, scratch, out_dir)
+
+@benchmark('videoqa_results', folder='videoqa')
+def videoqa_results(runs_dir: str = '', plans: tuple = ('main',), out_dir: str | None = None) -> str:
+    "The VideoQA study's table (mean ± spread over seeds, paired QA differences with bootstrap CIs) -> results.md."
+    out = bench_dir('videoqa', out_dir)
+    md, entries = analyze_videoqa(Path(runs_dir) if runs_dir else out, tuple(plans))
+    save_result(out, 'results', dict(entries=entries, sft_more=QA_SFT_MORE), md)
+    return md
+
 # %% ../nbs/90_bench.ipynb #0ef90069
+def _qa_smoke() -> dict:
+    small = dict(eval_limit=3, qa_limit=3, cold_start_steps=2, sample_pool=4, sample_k=4, num_generations=2,
+                 prompts_per_step=2, num_train_epochs=1, max_completion_length=16, eval_max_new_tokens=16)
+    return {k: (dict(v, **small), a) for k, (v, a) in _qa_plan((0,)).items()}
+
+def _qa_cpu() -> dict:
+    "The 2-core CPU version (likelihood QA scoring, the tiny default): 300-step cold start, 8 GRPO steps, +200 SFT."
+    return {k: (dict(v, eval_limit=100, sample_pool=128, sample_k=64), a)
+            for k, (v, a) in _qa_plan(cold_start_steps=300, sft_more=200).items()}
+
 STUDIES = {
     'grpo_gpu': dict(title='GRPO at GPU scale vs its cold start and vs the same time of SFT',
                      plans=dict(main=_grpo_gpu_main, heldout=_grpo_gpu_heldout, probe=_grpo_gpu_probe,
@@ -867,6 +947,8 @@ STUDIES = {
                         analyze=('sweep1', 'sweep2'), comparisons=_grpo_vs_sft_comparisons),
     'taro': dict(title='TaRO ablation', plans=dict(main=_taro_plan, s01=lambda: _taro_plan((0, 1)),
                                                    s2=lambda: _taro_plan((2,)), smoke=TARO_SMOKE)),
+    'videoqa': dict(title='VideoQA: cold start vs GRPO vs more SFT',
+                    plans=dict(main=_qa_plan, cpu=_qa_cpu, smoke=_qa_smoke)),
 }
 
 # %% ../nbs/90_bench.ipynb #e20f7ce0

@@ -17,10 +17,10 @@ from .synth import BG_COLOURS, OBJECT_COLOURS, SHAPES, SynthSplits, answer_inter
 
 # %% auto #0
 __all__ = ['LETTERS', 'QA_THINK_TEMPLATE', 'QA_NOTHINK_TEMPLATE', 'QA_PROMPT_TEMPLATES', 'QA_FORMATS', 'MARGIN', 'QA_QTYPES',
-           'QA_HELDOUT', 'QA_VERSION', 'QAItem', 'check_qa_item', 'parse_choice', 'qa_prompt_variant', 'qa_text',
-           'qa_messages', 'qa_prompt', 'detect_qa_format', 'load_qa', 'load_mvbench', 'load_videomme', 'qa_summary',
-           'qa_scores', 'qa_accuracy', 'qa_answer', 'scene_questions', 'synth_qa', 'write_synth_qa', 'synth_qa_items',
-           'qa_run_config', 'predict_qa', 'qa_dataset', 'evaluate_qa']
+           'QA_HELDOUT', 'QA_VERSION', 'QA_SCORINGS', 'QAItem', 'check_qa_item', 'parse_choice', 'qa_prompt_variant',
+           'qa_text', 'qa_messages', 'qa_prompt', 'detect_qa_format', 'load_qa', 'load_mvbench', 'load_videomme',
+           'qa_summary', 'qa_scores', 'qa_accuracy', 'qa_answer', 'scene_questions', 'synth_qa', 'write_synth_qa',
+           'synth_qa_items', 'qa_run_config', 'letter_ids', 'predict_qa', 'qa_dataset', 'evaluate_qa']
 
 # %% ../nbs/21_videoqa.ipynb #cf087c9f
 LETTERS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ'
@@ -691,13 +691,44 @@ def _qa_records(batch: list[QAItem], inputs, out, tok, eos: set[int], vid_id: in
                          n_new_tokens=n, truncated=trunc, seconds=round(seconds, 4)))
     return recs
 
+# %% ../nbs/21_videoqa.ipynb #435de7f8
+QA_SCORINGS = ('generate', 'likelihood')
+
+def letter_ids(tokenizer, k: int) -> list[int]:
+    "The token id of each of the first `k` option letters (each must be a single token, with or without a space)."
+    out = []
+    for L in LETTERS[:k]:
+        ids = [tokenizer.encode(v, add_special_tokens=False) for v in (L, ' ' + L)]
+        one = next((i for i in ids if len(i) == 1), None)
+        if one is None: raise ValueError(f"option letter {L!r} is not a single token in this tokenizer ({ids})")
+        out.append(one[0])
+    return out
+
+def _likelihood_records(model, inputs, batch: list[QAItem], tok, vid_id, t0: float) -> list[dict]:
+    "The `prediction` records of a batch scored by the next-token log-probs of the option letters."
+    import torch
+    with torch.no_grad(): logits = model(**inputs).logits[:, -1].float()
+    recs, seconds = [], (time.perf_counter() - t0) / len(batch)
+    for i, it in enumerate(batch):
+        lp = torch.log_softmax(logits[i, letter_ids(tok, len(it.options))], -1)
+        c, row = int(lp.argmax()), inputs['input_ids'][i][inputs['attention_mask'][i].bool()]
+        recs.append(dict(type='prediction', id=it.id, question=it.question, video=str(it.video),
+                         options=list(it.options), answer=it.answer, qtype=it.qtype,
+                         text=f'<answer>{LETTERS[c]}</answer>', choice=c, correct=c == it.answer,
+                         letter_logprobs=[round(float(x), 5) for x in lp], n_prompt_tokens=int(row.numel()),
+                         n_video_tokens=int((row == vid_id).sum()) if vid_id is not None else None,
+                         n_new_tokens=0, truncated=False, seconds=round(seconds, 4)))
+    return recs
+
 # %% ../nbs/21_videoqa.ipynb #caf19fc5
 def predict_qa(model, processor, items: Iterable[QAItem], *, out_path=None, batch_size: int = 4, think: bool = True,
                do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                repetition_penalty: float = 1.0, seed: int | None = None, max_new_tokens: int = 1024,
                video_config=None, video_root=None, cache=True, progress: bool = True, overwrite: bool = False,
-               model_path: str | None = None, prefetch: bool = True) -> list[dict]:
-    "Answer the questions `items` (greedy by default); stream the records to `out_path` (resumable JSONL)."
+               model_path: str | None = None, prefetch: bool = True, scoring: str = 'generate') -> list[dict]:
+    ("Answer the questions `items` (greedy by default; `scoring='likelihood'`: the most likely option letter after "
+     "`<answer>`); stream the records to `out_path` (resumable JSONL).")
+    if scoring not in QA_SCORINGS: raise ValueError(f"scoring must be one of {list(QA_SCORINGS)}, got {scoring!r}")
     import torch
     from tqdm import tqdm
     from timer1_lib import infer
@@ -705,7 +736,7 @@ def predict_qa(model, processor, items: Iterable[QAItem], *, out_path=None, batc
     items, video_config = infer._check_items(items, batch_size), video_config or VideoSamplingConfig()
     gen = infer.generation_params(do_sample, temperature, top_p, top_k, repetition_penalty, seed)
     config = qa_run_config(model_path or infer._model_path(model), think, video_config, max_new_tokens, gen,
-                           batch_size=batch_size)
+                           batch_size=batch_size, **({'scoring': scoring} if scoring != 'generate' else {}))
     done, f = infer._open_predictions(out_path, config, overwrite)
     pending = [it for it in items if it.id not in done]
     paths = [_video_path(it, video_root) for it in pending]          # a missing video fails here, naming its record
@@ -721,10 +752,14 @@ def predict_qa(model, processor, items: Iterable[QAItem], *, out_path=None, batc
         for b in starts:
             batch, t0 = pending[b:b + batch_size], time.perf_counter()
             prompts = [qa_prompt(processor, it.question, it.options, think) for it in batch]
+            if scoring == 'likelihood': prompts = [p + '<answer>' for p in prompts]
             inputs = processor(text=prompts, padding=True, return_tensors='pt',
                                **processor_video_kwargs(next(clips), processor)).to(model.device)
-            with torch.no_grad(): out = model.generate(**inputs, generation_config=gcfg)
-            for rec in _qa_records(batch, inputs, out, tok, eos, vid_id, (time.perf_counter() - t0) / len(batch)):
+            if scoring == 'likelihood': recs = _likelihood_records(model, inputs, batch, tok, vid_id, t0)
+            else:
+                with torch.no_grad(): out = model.generate(**inputs, generation_config=gcfg)
+                recs = _qa_records(batch, inputs, out, tok, eos, vid_id, (time.perf_counter() - t0) / len(batch))
+            for rec in recs:
                 new[rec['id']] = rec
                 if f is not None: f.write(json.dumps(rec) + '\n'); f.flush()
             bar.update(len(batch))
