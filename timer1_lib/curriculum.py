@@ -23,7 +23,8 @@ from .rewards import iou as _iou
 
 # %% auto #0
 __all__ = ['SAMPLE_MODES', 'STATE_FILE', 'score_difficulty', 'iou_bins', 'gaussian_sample', 'CurriculumState',
-           'last_complete_checkpoint', 'CurriculumSampler', 'CurriculumCallback', 'CurriculumTrainer']
+           'checkpoint_problem', 'last_complete_checkpoint', 'CurriculumSampler', 'CurriculumCallback',
+           'CurriculumTrainer']
 
 # %% ../nbs/10_curriculum.ipynb #68912de3
 def _stored_difficulty(it: GroundingItem) -> float:
@@ -169,15 +170,55 @@ class CurriculumState:
             raise ValueError(f"'{path}' is not a CurriculumState: {e}") from None
 
 # %% ../nbs/10_curriculum.ipynb #9479fdc2
+def _file_problem(f: Path) -> str | None:
+    "Why a checkpoint file was not written to its end (safetensors data past the end, a zip without its directory)."
+    import zipfile
+    try:
+        size = f.stat().st_size
+        with open(f, 'rb') as h:
+            if f.suffix == '.safetensors':
+                n = int.from_bytes(h.read(8), 'little')
+                if size < 8 + n: return f'{f.name}: truncated header ({size} bytes)'
+                tensors = json.loads(h.read(n))
+                end = max((v['data_offsets'][1] for k, v in tensors.items() if k != '__metadata__'), default=0)
+                return f'{f.name}: truncated ({size} of {8 + n + end} bytes)' if size < 8 + n + end else None
+            if h.read(4) != b'PK\x03\x04': return None                    # not a torch.save zip: nothing to check
+        zipfile.ZipFile(f).close()                                         # reads the directory at the end
+    except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as e:
+        return f'{f.name}: unreadable ({type(e).__name__}: {e})'
+    return None
+
+def checkpoint_problem(ckpt) -> str | None:
+    ("Why `checkpoint-N` folder `ckpt` cannot be resumed from (a file missing, cut short or damaged), "
+     "or None when it is complete.")
+    p = Path(ckpt)
+    for name in ('trainer_state.json', STATE_FILE):
+        if not (p / name).is_file(): return f'no {name} (the run stopped while writing this checkpoint)'
+        try: json.loads((p / name).read_text())
+        except (OSError, ValueError) as e: return f'{name} is not valid JSON ({e})'
+    idx = p / 'model.safetensors.index.json'
+    if idx.is_file():
+        try: shards = set(json.loads(idx.read_text())['weight_map'].values())
+        except (OSError, ValueError, KeyError, AttributeError) as e: return f'{idx.name} is unreadable ({e})'
+        lost = sorted(s for s in shards if not (p / s).is_file())
+        if lost: return f'weight shard(s) {lost} missing'
+    for f in sorted(p.iterdir()):
+        if f.is_file() and f.suffix in ('.safetensors', '.pt', '.pth', '.bin') and (why := _file_problem(f)):
+            return why
+    return None
+
 def last_complete_checkpoint(output_dir) -> Path | None:
-    ("The newest `checkpoint-N` under `output_dir` with `trainer_state.json` and a curriculum state; "
-     "None when there is none.")
+    ("The newest `checkpoint-N` under `output_dir` that is complete (`checkpoint_problem`: both states, "
+     "weights and optimizer files written to their end); None when there is none.")
+    import warnings
     d = Path(output_dir)
     if not d.is_dir(): return None
     ckpts = [p for p in d.iterdir() if p.is_dir() and p.name.startswith(PREFIX_CHECKPOINT_DIR + '-')
              and p.name[len(PREFIX_CHECKPOINT_DIR) + 1:].isdigit()]
     for p in sorted(ckpts, key=lambda p: int(p.name.rsplit('-', 1)[1]), reverse=True):
-        if (p / 'trainer_state.json').is_file() and (p / STATE_FILE).is_file(): return p
+        why = checkpoint_problem(p)
+        if why is None: return p
+        warnings.warn(f'{p}: incomplete checkpoint skipped: {why}', stacklevel=2)
     return None
 
 # %% ../nbs/10_curriculum.ipynb #fd72e94a

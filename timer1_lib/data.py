@@ -15,7 +15,7 @@ from .core import write_json
 __all__ = ['Segment', 'Caption', 'OnError', 'FORMATS', 'ASSETS', 'GroundingItem', 'AnnotationError', 'Issue', 'check_item',
            'Annotations', 'probe_duration', 'detect_format', 'load_annotations', 'item_to_timerft', 'write_timerft',
            'asset_path', 'load_timerft', 'load_tvgbench', 'find_video', 'resolve_video', 'missing_videos',
-           'read_prediction_lines']
+           'probe_video', 'UnreadableVideosError', 'unreadable_videos', 'read_prediction_lines']
 
 # %% ../nbs/02_data.ipynb #69a9feca
 Segment = tuple[float, float]
@@ -104,8 +104,10 @@ def _caption_problems(c: Caption, k: int, duration, tol: float) -> list[str]:
     return []
 
 def check_item(it: GroundingItem, tol: float = 1e-6) -> list[str]:
-    "Problems with `it` (empty when it is valid); ground-truth windows are checked like `segment`, and captions."
+    ("Problems with `it` (empty when it is valid); ground-truth windows are checked like `segment`, and captions; "
+     "a stored `pred` must be finite and `difficulty` in [0, 100].")
     out = []
+    if not str(it.video).strip(): out.append('empty video path')
     if not _finite(it.duration) or it.duration <= 0: out.append(f'duration {it.duration!r} is not a positive number')
     out += _window_problems(it.segment, it.duration, 'segment', tol)
     for k, w in enumerate(it.windows[1:], 1): out += _window_problems(w, it.duration, f'window {k}', tol)
@@ -113,6 +115,10 @@ def check_item(it: GroundingItem, tol: float = 1e-6) -> list[str]:
     if not str(it.query).strip(): out.append('empty query')
     if it.clip is not None and not (_finite(it.clip[0]) and _finite(it.clip[1]) and 0 <= it.clip[0] < it.clip[1]):
         out.append(f'bad clip window {it.clip}')
+    if it.pred is not None and not (_finite(it.pred[0]) and _finite(it.pred[1])):
+        out.append(f'pred {it.pred} is not finite')
+    if it.difficulty is not None and not (_finite(it.difficulty) and 0 <= it.difficulty <= 100):
+        out.append(f'difficulty {it.difficulty!r} is not 100*IoU in [0, 100]')
     return out
 
 # %% ../nbs/02_data.ipynb #644f41aa
@@ -153,12 +159,24 @@ OnError = Literal['raise', 'skip', 'clip']
 def _where(path, index, rid) -> str:
     return f'{path}: record {index}' + (f' (id {rid!r})' if rid is not None else '')
 
+_SHOW_BAD = 10   # bad records named in an `on_error='raise'` error (the count covers all of them)
+
+def _bad_records_error(path, bad: list, n_bad: int, n_records: int) -> AnnotationError:
+    "One error naming the first bad records (index, id, reasons) and how many there are in all."
+    first = [f"record {i}" + (f' (id {rid!r})' if rid is not None else '') + ': ' + '; '.join(ps)
+             for i, rid, ps in bad]
+    more = (f' and {n_bad - 1} more bad record(s) of {n_records} in the file: ' + ' | '.join(first[1:])
+            + (f' | ... ({n_bad - len(bad)} not shown)' if n_bad > len(bad) else '')) if n_bad > 1 else ''
+    return AnnotationError(f'{path}: {first[0]}' + (f' |{more}' if more else '') +
+                           " (pass on_error='skip' or 'clip' to load the rest and get a report)")
+
 def _collect(records: Iterable, path, fmt: str, on_error: OnError = 'raise', tol: float = 1e-6,
              allow_zero_length: bool = False) -> Annotations:
     if on_error not in ('raise', 'skip', 'clip'):
         raise ValueError(f"on_error must be 'raise', 'skip' or 'clip', got {on_error!r}")
-    out, report, seen = [], [], set()
+    out, report, seen, bad, n_bad, n = [], [], set(), [], 0, 0
     for index, rid, it in records:
+        n += 1
         problems = [f'{type(it).__name__}: {it}'] if isinstance(it, Exception) else check_item(it, tol)
         if it is not None and not isinstance(it, Exception) and it.id in seen:
             problems.append(f'duplicate id {it.id!r}')
@@ -170,12 +188,13 @@ def _collect(records: Iterable, path, fmt: str, on_error: OnError = 'raise', tol
         if problems and allow_zero_length and all(p.startswith('zero-length') for p in problems):
             report.append(Issue(index, rid, problems[0], 'kept')); problems = []
         if problems:
-            if on_error == 'raise':
-                raise AnnotationError(f'{_where(path, index, rid)}: ' + '; '.join(problems) +
-                                      " (pass on_error='skip' or 'clip' to load the rest and get a report)")
-            report.append(Issue(index, rid, '; '.join(problems), 'skipped'))
+            if on_error == 'raise':                  # go on: the error names every bad record, not just the first
+                n_bad += 1
+                if len(bad) < _SHOW_BAD: bad.append((index, rid, problems))
+            else: report.append(Issue(index, rid, '; '.join(problems), 'skipped'))
             continue
         seen.add(it.id); out.append(it)
+    if n_bad: raise _bad_records_error(path, bad, n_bad, n)
     res = Annotations(out, path, fmt, report)
     if report:
         warnings.warn(f'{path}: {len(res.skipped)} record(s) skipped, {len(res.clipped)} clipped, '
@@ -187,26 +206,61 @@ def _collect(records: Iterable, path, fmt: str, on_error: OnError = 'raise', tol
 _TIMERFT_KEYS = {'video', 'duration', 'timestamp', 'sentence', 'qid', 'video_start', 'video_end', 'difficulty',
                  'pred', 'source', 'qtype', 'id', 'windows', 'captions'}
 
+def _short(v, n: int = 80) -> str:
+    s = repr(v)
+    return s if len(s) <= n else s[:n] + '...'
+
+def _obj(r) -> dict:
+    if not isinstance(r, dict): raise AnnotationError(f'expected an object, got {type(r).__name__}: {_short(r)}')
+    return r
+
 def _req(r: dict, k: str):
-    if not isinstance(r, dict): raise AnnotationError(f'expected an object, got {type(r).__name__}')
-    if k not in r or r[k] is None: raise AnnotationError(f'missing field {k!r}')
+    if k not in _obj(r) or r[k] is None: raise AnnotationError(f'missing field {k!r}')
     return r[k]
 
-def _num(r: dict, k: str) -> float:
-    v = _req(r, k)
-    try: return float(v)
-    except (TypeError, ValueError): raise AnnotationError(f'field {k!r} is not a number: {v!r}') from None
+def _is_num(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
 
-def _seg(r: dict, k: str) -> Segment:
+def _float(v, what: str) -> float:
+    "A JSON number as a float (a string, bool, list, ... is an error naming `what`)."
+    if not _is_num(v): raise AnnotationError(f'{what} is not a number: {_short(v)}')
+    try: return float(v)
+    except OverflowError: raise AnnotationError(f'{what} is too large: {_short(v)}') from None
+
+def _num(r: dict, k: str) -> float: return _float(_req(r, k), f'field {k!r}')
+
+def _pair_of(v, what: str) -> Segment:
+    if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_num(x) for x in v)):
+        raise AnnotationError(f'{what} is not a [start, end] pair of numbers: {_short(v)}')
+    return (_float(v[0], what), _float(v[1], what))
+
+def _seg(r: dict, k: str) -> Segment: return _pair_of(_req(r, k), f'field {k!r}')
+
+def _text(r: dict, k: str) -> str:
+    "A required string field (a number, list, ... is an error: it would be turned into a wrong query or path)."
     v = _req(r, k)
-    try:
-        a, b = v
-        return (float(a), float(b))
-    except (TypeError, ValueError): raise AnnotationError(f'field {k!r} is not a [start, end] pair: {v!r}') from None
+    if not isinstance(v, str): raise AnnotationError(f'field {k!r} is not a string: {_short(v)}')
+    return v
+
+def _opt_text(r: dict, k: str) -> str | None:
+    v = r.get(k)
+    if v is not None and not isinstance(v, str): raise AnnotationError(f'field {k!r} is not a string: {_short(v)}')
+    return v
+
+def _record_id(r, k: str):
+    "The id field `k` of a record (a string or an integer), or None."
+    v = r.get(k) if isinstance(r, dict) else None
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (str, int))):
+        raise AnnotationError(f'field {k!r} is not a string or an integer: {_short(v)}')
+    return v
 
 def _window(r: dict, a: str, b: str) -> Segment | None:
     if r.get(a) is None and r.get(b) is None: return None
     return (_num(r, a), _num(r, b))
+
+def _windows(r: dict) -> tuple:
+    v = r.get('windows') or ()
+    if not isinstance(v, (list, tuple)): raise AnnotationError(f"field 'windows' is not a list: {_short(v)}")
+    return tuple(_pair_of(w, f'windows[{k}]') for k, w in enumerate(v))
 
 def _captions(r: dict) -> tuple:
     "The optional `captions` list of a record (checked by `GroundingItem` and `check_item`)."
@@ -224,16 +278,17 @@ def _parse_timerft(data) -> Iterable:
     for i, r in enumerate(data):
         rid = r.get('qid', r.get('id')) if isinstance(r, dict) else None
         try:
-            qid = rid if rid is not None else str(i)
+            r = _obj(r)
+            qid = _record_id(r, 'qid' if 'qid' in r else 'id')
+            qid = qid if qid is not None else str(i)
             parts = str(qid).split('|')
-            src = r.get('source') or (parts[1] if len(parts) >= 4 else None)
-            it = GroundingItem(id=str(qid), video=str(_req(r, 'video')), duration=_num(r, 'duration'),
-                               query=str(_req(r, 'sentence')), segment=_seg(r, 'timestamp'),
+            src = _opt_text(r, 'source') or (parts[1] if len(parts) >= 4 else None)
+            it = GroundingItem(id=str(qid), video=_text(r, 'video'), duration=_num(r, 'duration'),
+                               query=_text(r, 'sentence'), segment=_seg(r, 'timestamp'),
                                clip=_window(r, 'video_start', 'video_end'),
                                pred=_seg(r, 'pred') if r.get('pred') is not None else None,
                                difficulty=_num(r, 'difficulty') if r.get('difficulty') is not None else None,
-                               source=src, qtype=r.get('qtype'),
-                               windows=tuple(_seg({'w': w}, 'w') for w in r.get('windows') or ()),
+                               source=src, qtype=_opt_text(r, 'qtype'), windows=_windows(r),
                                captions=_captions(r), meta=_meta(r))
         except Exception as e: it = e
         yield i, rid, it
@@ -248,10 +303,11 @@ def _parse_tvgbench(data) -> Iterable:
             try: s, e = (float(x) for x in ans.split('-'))
             except ValueError: raise AnnotationError(f"answer {ans!r} is not 's-e'") from None
             bins = r.get('bins') or {}
-            it = GroundingItem(id=rid, video=str(_req(r, 'path')), duration=_num(r, 'duration'),
-                               query=str(_req(r, 'question')), segment=(s, e), clip=_window(r, 'start', 'end'),
-                               source=r.get('dataset_name') or bins.get('dataset'), qtype=r.get('qsemtype'),
-                               captions=_captions(r),
+            if not isinstance(bins, dict): raise AnnotationError(f"field 'bins' is not an object: {_short(bins)}")
+            it = GroundingItem(id=rid, video=_text(r, 'path'), duration=_num(r, 'duration'),
+                               query=_text(r, 'question'), segment=(s, e), clip=_window(r, 'start', 'end'),
+                               source=_opt_text(r, 'dataset_name') or bins.get('dataset'),
+                               qtype=_opt_text(r, 'qsemtype'), captions=_captions(r),
                                meta={'bins': r.get('bins'), 'question_type': r.get('question_type'),
                                      'source_file': r.get('source')})
         except Exception as e: it = e
@@ -302,12 +358,17 @@ def _parse_anet(data) -> Iterable:
     for vid, r in data.items():
         try:
             ts, sents, d = _req(r, 'timestamps'), _req(r, 'sentences'), _num(r, 'duration')
+            if not (isinstance(ts, list) and isinstance(sents, list)):
+                raise AnnotationError("fields 'timestamps' and 'sentences' must be lists")
             if len(ts) != len(sents): raise AnnotationError(f'{len(ts)} timestamps but {len(sents)} sentences')
         except Exception as e:
             yield i, vid, e; i += 1; continue
         for k, (seg, sent) in enumerate(zip(ts, sents)):
             rid = f'{vid}|{k}'
-            try: it = GroundingItem(rid, f'{vid}.mp4', d, str(sent).strip(), _seg({'t': seg}, 't'), source='anet')
+            try:
+                if not isinstance(sent, str): raise AnnotationError(f'sentence {k} is not a string: {_short(sent)}')
+                it = GroundingItem(rid, f'{vid}.mp4', d, sent.strip(), _pair_of(seg, f'timestamps[{k}]'),
+                                   source='anet')
             except Exception as e: it = e
             yield i, rid, it; i += 1
 
@@ -319,11 +380,15 @@ def _parse_qvh(text: str) -> Iterable:
         try:
             r = json.loads(line)
             rid = str(r.get('qid', i)) if isinstance(r, dict) else None
+            _record_id(r, 'qid'); _obj(r)
             wins = _req(r, 'relevant_windows')
-            if not wins: raise AnnotationError("empty 'relevant_windows'")
-            it = GroundingItem(rid, f"{_req(r, 'vid')}.mp4", _num(r, 'duration'), str(_req(r, 'query')),
-                               _seg({'w': wins[0]}, 'w'), source='qvhighlights', captions=_captions(r),
-                               windows=tuple(_seg({'w': w}, 'w') for w in wins))
+            if not isinstance(wins, list) or not wins:
+                raise AnnotationError(f"'relevant_windows' is not a non-empty list: {_short(wins)}")
+            wins = tuple(_pair_of(w, f'relevant_windows[{k}]') for k, w in enumerate(wins))
+            vid = _record_id(r, 'vid')
+            if vid is None: raise AnnotationError("missing field 'vid'")
+            it = GroundingItem(rid, f"{vid}.mp4", _num(r, 'duration'), _text(r, 'query'), wins[0],
+                               source='qvhighlights', captions=_captions(r), windows=wins)
         except json.JSONDecodeError as e: it = AnnotationError(f'line {i + 1}: malformed JSON: {e.msg}')
         except Exception as e: it = e
         yield i, rid, it
@@ -433,6 +498,64 @@ def resolve_video(video: str | GroundingItem, video_root=None, check: bool = Tru
 def missing_videos(items: Iterable[GroundingItem], video_root=None) -> list[GroundingItem]:
     "Items whose video file cannot be found under `video_root`."
     return [it for it in items if find_video(it, video_root) is None]
+
+# %% ../nbs/02_data.ipynb #d9dc3145
+_BMFF_FIRST = {b'ftyp', b'moov', b'mdat', b'free', b'skip', b'wide', b'styp', b'pnot', b'uuid'}
+
+def _bmff_problem(path: Path, size: int) -> str | None:
+    ("The top-level box of an ISO BMFF file (mp4, mov) that runs past the end of the file, or a missing 'moov' "
+     "(None when the boxes fit, or the walk meets bytes that are no box header: left to the decoder).")
+    with open(path, 'rb') as f:
+        head = f.read(8)
+        if len(head) < 8 or head[4:8] not in _BMFF_FIRST: return None         # not mp4/mov: left to the decoder
+        pos, kinds = 0, set()
+        while pos + 8 <= size:
+            f.seek(pos); h = f.read(16)
+            n, kind = int.from_bytes(h[:4], 'big'), h[4:8].decode('latin-1')
+            if not (kind.isascii() and kind.isprintable()): return None     # not a box: trailing bytes?
+            if n == 1: n = int.from_bytes(h[8:16], 'big') if len(h) == 16 else size + 1    # 64-bit box size
+            elif n == 0: n = size - pos                                                     # box runs to the end
+            if n < 8: return f'corrupt: top-level box {kind!r} at byte {pos} has size {n}'
+            if pos + n > size:
+                return (f"truncated: its {kind!r} box at byte {pos} needs {n} bytes but the file ends {size - pos} "
+                        f"bytes later ({size} bytes in all)")
+            kinds.add(kind); pos += n
+    if 'moov' not in kinds: return "truncated or unfinished: no 'moov' box (the index of the frames)"
+    return None
+
+def probe_video(path) -> str | None:
+    "Why the video file at `path` cannot be used (not found, empty, truncated, not a video...), or None when it can."
+    p = Path(path)
+    if not p.is_file(): return 'file not found'
+    size = p.stat().st_size
+    if size == 0: return 'empty file (0 bytes)'
+    try:
+        why = _bmff_problem(p, size)
+        if why: return why
+        import av
+        with av.open(str(p)) as c:
+            if not c.streams.video: return 'no video stream'
+            s = c.streams.video[0]
+            if not (s.average_rate or s.guessed_rate): return 'no frame rate in the container'
+            if not (s.frames or s.duration or c.duration): return 'no frames'
+    except Exception as e: return f'cannot open it: {type(e).__name__}: {e}'
+    return None
+
+class UnreadableVideosError(ValueError):
+    "Videos that exist but cannot be used; `.bad` lists `(item, path, problem)`."
+    def __init__(self, msg: str, bad: list):
+        super().__init__(msg); self.bad = bad
+
+def unreadable_videos(items: Iterable, video_root=None) -> list[tuple]:
+    ("`(item, path, problem)` for each item (`GroundingItem`, or anything with `.video`) whose video file exists "
+     "but fails `probe_video`; each file is probed once.")
+    seen, out = {}, []
+    for it in items:
+        p = find_video(it.video, video_root)
+        if p is None: continue
+        if p not in seen: seen[p] = probe_video(p)
+        if seen[p]: out.append((it, p, seen[p]))
+    return out
 
 # %% ../nbs/02_data.ipynb #b4010bff
 def read_prediction_lines(path) -> tuple[dict, list[dict], int]:

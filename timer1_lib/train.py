@@ -22,18 +22,18 @@ from .core import artifacts_dir, resolve_path, write_json, is_main_process, log,
 
 # %% auto #0
 __all__ = ['REPRODUCIBLE_CPU_ENV', 'PRESETS', 'PRESET_HELP', 'METHODS', 'DIFFICULTY_MODELS', 'REPORT_TO', 'TARO_FIELDS',
-           'PHASE_NAMES', 'TrainConfig', 'parameter_table', 'TrainPlan', 'TrainingRun', 'score_predictions',
-           'draw_sigma', 'StepPrinter', 'StopAfterEpochs', 'device_info', 'plot_curves', 'TrainResult', 'run_training',
-           'make_parser', 'parse_args', 'main']
+           'DISK_SLACK', 'PHASE_NAMES', 'TrainConfig', 'parameter_table', 'TrainPlan', 'TrainingRun', 'disk_needed',
+           'score_predictions', 'draw_sigma', 'StepPrinter', 'StopAfterEpochs', 'device_info', 'plot_curves',
+           'TrainResult', 'run_training', 'make_parser', 'parse_args', 'main']
 
 # %% ../nbs/14_train.ipynb #7a885f2a
 PRESETS: dict[str, dict[str, Any]] = {
     'cpu': dict(difficulty_model='start'),
     'gpu': dict(difficulty_model='start', num_generations=8, prompts_per_step=16, sample_pool=0, sample_k=512,
-                num_train_epochs=2, eval_limit=0, eval_batch_size=64),
+                num_train_epochs=2, eval_limit=0, eval_batch_size=64, qa_limit=0),
     'smoke': dict(difficulty_model='start', eval_limit=4, eval_max_new_tokens=16, max_completion_length=16,
                   num_generations=2, prompts_per_step=2, sample_k=4, sample_pool=4, num_train_epochs=1,
-                  cold_start_steps=2),
+                  cold_start_steps=2, qa_limit=4),
 }
 PRESET_HELP = {
     'cpu': 'the embedded default: tiny Qwen2.5-VL on SynthTVG learn, 2-core CPU, <= 15 min',
@@ -154,6 +154,13 @@ class _EvalArgs:
     eval_batch_size: int = _f(8, "Evaluation batch size (also of the curriculum's scoring).")
     frame_size: str = _f('auto', "'auto' (56x56 for tiny models, else Time-R1's pixel budget), "
                          "'none' (pixel budget) or 'HxW'.")
+    qa_annotations: str = _f('synth-qa', "Multiple-choice VideoQA evaluated next to grounding at every phase (does "
+                             "RL keep, SFT lose, QA ability?): 'synth-qa' (SynthTVG-QA test, embedded), a QA file "
+                             "(MVBench / Video-MME json, or mvbench:/videomme:<file>), or '' (none).")
+    qa_limit: int = _f(100, "QA items evaluated, spread evenly (0: all).")
+    qa_scoring: str = _f('auto', "'generate' (parse the letter the model writes), 'likelihood' (the most likely "
+                         "option letter after <answer>) or 'auto': likelihood for tiny models (they never learn to "
+                         "write letters), generate otherwise.")
     cpu_threads: str = _f('auto', "torch CPU threads: 'auto' (1 for tiny models, else torch's default) "
                           "or a number (0: torch's default).")
 
@@ -223,7 +230,7 @@ class TrainConfig(_EvalArgs, _CurriculumArgs, _TaroArgs, _GRPOArgs, _DataArgs):
     def __post_init__(self):
         for n, lo in (('seed', 0), ('num_train_epochs', 1), ('prompts_per_step', 1), ('sample_k', 1),
                       ('sample_pool', 0), ('cold_start_steps', 0), ('eval_limit', 0), ('eval_max_new_tokens', 0),
-                      ('eval_batch_size', 1),
+                      ('eval_batch_size', 1), ('qa_limit', 0),
                       ('max_completion_length', 0), ('stop_after_epochs', 0), ('num_generations', 1)):
             _check_int(self, n, lo)
         for n in ('grpo', 'cold_start', 'freeze_vision', 'eval_before', 'sample_sigma_is_variance', 'taro_reward',
@@ -275,6 +282,8 @@ def _check_choices(self: TrainConfig):
     from timer1_lib.evaluate import parse_frame_size
     try: parse_frame_size(self.frame_size)
     except ValueError as e: _bad('frame_size', self.frame_size, str(e).split(', got')[0].replace('frame_size ', ''))
+    if self.qa_scoring not in ('auto', 'generate', 'likelihood'):
+        _bad('qa_scoring', self.qa_scoring, "must be 'auto', 'generate' or 'likelihood'")
     if self.cpu_threads != 'auto' and not str(self.cpu_threads).isdigit():
         _bad('cpu_threads', self.cpu_threads, "must be 'auto' or an integer >= 0 (0 = torch's default)")
 
@@ -297,7 +306,7 @@ def _check_taro(self: TrainConfig):
 def _check_paths(self: TrainConfig):
     from timer1_lib.evaluate import parse_dataset, check_checkpoint
     for n in ('model_path', 'train_annotations', 'test_annotations', 'video_root', 'out_dir', 'cot_file',
-              'resume_from_checkpoint'):
+              'resume_from_checkpoint', 'qa_annotations'):
         v = getattr(self, n)
         if v is None: v = ''
         if not isinstance(v, (str, os.PathLike)): _bad(n, v, "must be a path or spec string")
@@ -307,6 +316,10 @@ def _check_paths(self: TrainConfig):
         if getattr(self, n) != 'synth-train':
             try: parse_dataset(getattr(self, n))
             except (ValueError, FileNotFoundError) as e: raise type(e)(f"{n}={getattr(self, n)!r}: {e}") from None
+    qa = self.qa_annotations.split(':', 1)[-1]
+    if self.qa_annotations and not self.qa_annotations.startswith('synth-qa') and not resolve_path(qa).exists():
+        raise FileNotFoundError(f"qa_annotations={self.qa_annotations!r}: not 'synth-qa' and no such file "
+                                f"({resolve_path(qa)})")
     if self.video_root and not resolve_path(self.video_root).is_dir():
         _bad('video_root', self.video_root, "is not a folder")
     if self.cot_file and not resolve_path(self.cot_file).is_file():
@@ -315,8 +328,31 @@ def _check_paths(self: TrainConfig):
     # (SynthTVG files carry them; load_data checks every item has them before a model is loaded)
 
 # %% ../nbs/14_train.ipynb #713af049
+def _existing_base(out: Path) -> Path:
+    "The nearest path at or above `out` that exists (the folder the run folder will be made in, or a file)."
+    base = out
+    while not base.exists() and base != base.parent: base = base.parent
+    return base
+
+def _check_folder(out: Path, name: str, value, write: bool = True) -> Path:
+    ("The nearest existing folder at or above `out`; NotADirectoryError when that is a file, PermissionError "
+     "when a file cannot be created there (`write`: a real write, so root, read-only disks and quotas count).")
+    base = _existing_base(out)
+    if not base.is_dir():
+        raise NotADirectoryError(f"{name}={value!r}: {base} is a file, not a folder: the run folder {out} "
+                                 "cannot be made there; choose another out_dir")
+    if write:
+        import tempfile
+        try: fd, tmp = tempfile.mkstemp(prefix='.timer1-write-check-', dir=base)
+        except OSError as e:
+            raise PermissionError(f"{name}={value!r}: cannot write in {base} ({e.strerror or e}): the run "
+                                  f"folder {out} needs a folder you can write to; choose another out_dir") from None
+        os.close(fd); os.unlink(tmp)
+    return base
+
 @patch
 def _check_out_dir(self: TrainConfig):
+    if self.out_dir: _check_folder(resolve_path(self.out_dir), 'out_dir', self.out_dir, write=False)
     if self.resume_from_checkpoint:
         if not self.out_dir:
             _bad('resume_from_checkpoint', self.resume_from_checkpoint, "needs the out_dir of the run to resume")
@@ -499,18 +535,108 @@ class TrainingRun:
         if is_main_process(): write_json(self.metrics_path, self.record)
 
 # %% ../nbs/14_train.ipynb #204f10bf
+def _qa_items(c: TrainConfig) -> list:
+    "The VideoQA items of `qa_annotations` (a spec, a file, or mvbench:/videomme:<file>), `qa_limit` of them."
+    from timer1_lib.videoqa import qa_dataset, load_qa
+    from timer1_lib.evaluate import select
+    spec = c.qa_annotations
+    if not spec: return []
+    if spec.startswith('synth-qa'): return list(qa_dataset(spec, c.qa_limit or None))
+    fmt, _, path = spec.rpartition(':') if spec.split(':', 1)[0] in ('mvbench', 'videomme') else ('', '', spec)
+    return list(select(load_qa(resolve_path(path), fmt or None), c.qa_limit or None))
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+def _weights_bytes(ckpt) -> int:
+    "Bytes of a checkpoint's weight files (`*.safetensors`, else `*.bin` / `*.pt`)."
+    ckpt = Path(ckpt)
+    files = list(ckpt.glob('*.safetensors')) or [f for f in (*ckpt.glob('*.bin'), *ckpt.glob('*.pt'))
+                                                 if f.name != 'training_args.bin']
+    return sum(f.stat().st_size for f in files)
+
+DISK_SLACK = 8 << 20   # bytes for what a run writes besides weights: logs, predictions, tokenizer copies
+
+def disk_needed(cfg: TrainConfig, p: TrainPlan) -> tuple[int, str]:
+    ("A lower bound of the bytes a run writes in `out_dir` (one copy of the weights for the final model, the "
+     "cold-start model and each GRPO checkpoint still to come; the optimizer state is not counted) and how.")
+    w, out, parts = _weights_bytes(p.checkpoint), p.out, [('the final model', 1)]
+    if cfg.cold_start and not (p.resume and (out / 'coldstart' / 'cold_start.json').is_file()):
+        parts.append(('the cold-start model', 1))
+    if cfg.grpo:
+        n = min(cfg.num_train_epochs, cfg.stop_after_epochs or cfg.num_train_epochs)
+        if p.resume: n -= len([d for d in (out / 'grpo').glob('checkpoint-*') if d.is_dir()])
+        if n > 0: parts.append((f'{n} GRPO checkpoint(s), one an epoch', n))
+    k = sum(n for _, n in parts)
+    return w * k + DISK_SLACK, (f"{k} x the {_fmt_bytes(w)} of weights in {p.checkpoint}: "
+                                + ', '.join(s for s, _ in parts) + f"; + {_fmt_bytes(DISK_SLACK)} of logs")
+
+def _check_run_folder(cfg: TrainConfig, p: TrainPlan):
+    ("Before anything is written: the run folder can be made and written (a real write), and its disk has room "
+     "for `disk_needed`, else an error naming out_dir, the free and the needed bytes.")
+    import shutil
+    value = cfg.out_dir or str(p.out)
+    base = _check_folder(p.out, 'out_dir', value)
+    need, how = disk_needed(cfg, p)
+    free = shutil.disk_usage(base).free
+    if free < need:
+        raise OSError(f"out_dir={value!r}: not enough free disk space: {_fmt_bytes(free)} ({free} bytes) free on the "
+                      f"disk of {base}, at least {_fmt_bytes(need)} ({need} bytes) needed ({how}); free some "
+                      "space or choose an out_dir on another disk")
+
+def _check_annotations(param: str, value, ann, out: Path):
+    ("Records the loader skipped (`ann.report`) stop the run: AnnotationError naming the file and the records "
+     "(all listed in `bad_records_<split>.txt`); records it repaired (clipped to the duration) are logged.")
+    from timer1_lib.data import AnnotationError
+    rep = getattr(ann, 'report', None) or []
+    skipped, fixed = [r for r in rep if r.action == 'skipped'], [r for r in rep if r.action != 'skipped']
+    if fixed: log(f"[data] {param}: {len(fixed)} record(s) of {ann.path} loaded repaired or kept "
+                  f"(e.g. record {fixed[0].index}: {fixed[0].reason})")
+    if not skipped: return
+    listing = out / f"bad_records_{param.split('_')[0]}.txt"
+    if is_main_process(): listing.write_text(''.join(f'{r.index}\t{r.id}\t{r.reason}\n' for r in skipped))
+    first = ' | '.join(f"record {r.index}" + (f" (id {r.id!r})" if r.id is not None else '') + f": {r.reason}"
+                       for r in skipped[:5])
+    raise AnnotationError(f"{param}={value!r}: {len(skipped)} bad record(s) in {ann.path}: {first}"
+                          + (' | ...' if len(skipped) > 5 else '') + f"; all listed in {listing}. Training uses "
+                          "every record it is given: fix or remove them (data.load_annotations(path, "
+                          "on_error='skip') loads the rest, data.write_timerft writes them back)")
+
+def _check_readable(param: str, value, split: str, items, video_root, out: Path):
+    ("Videos that exist but cannot be decoded (`data.unreadable_videos`: truncated, empty, not a video) stop the run: "
+     "UnreadableVideosError naming each file and a record using it (all in `unreadable_videos_<split>.txt`).")
+    from timer1_lib.data import unreadable_videos, UnreadableVideosError
+    bad = unreadable_videos(items, video_root)
+    if not bad: return
+    files = {}
+    for it, path, why in bad: files.setdefault(path, (why, []))[1].append(it.id)
+    listing = out / f'unreadable_videos_{split}.txt'
+    if is_main_process():
+        listing.write_text(''.join(f"{p}\t{why}\t{','.join(ids)}\n" for p, (why, ids) in files.items()))
+    first = ' | '.join(f"'{p}' (record {ids[0]!r}" + (f" and {len(ids) - 1} more" if len(ids) > 1 else '')
+                       + f"): {why}" for p, (why, ids) in list(files.items())[:5])
+    raise UnreadableVideosError(
+        f"{param}={value!r}: {split}: {len(files)} video file(s) cannot be decoded ({len(bad)} of {len(items)} "
+        f"items): {first}" + (' | ...' if len(files) > 5 else '') + f"; full list in {listing}. Re-download or "
+        "re-encode them, or remove their records: training uses every item it is given", bad)
+
 @patch
 def load_data(self: TrainingRun):
-    ("Train / test / CoT items; every video is checked before a model is loaded "
-     "(MissingVideosError naming the parameter).")
+    ("Train / test / CoT / QA items; before a model is loaded: the run folder is writable with room for the "
+     "weights, no annotation record was skipped, and every video exists (MissingVideosError) and opens "
+     "(UnreadableVideosError), each error naming the parameter, the file and the records.")
     from timer1_lib.coldstart import load_cot_examples
     from timer1_lib.evaluate import synth_test_split, load_dataset, check_videos, MissingVideosError
     c, vr, t0 = self.cfg, self.plan.video_root, time.perf_counter()
-    if is_main_process(): self.out.mkdir(parents=True, exist_ok=True)
-    self.train_items = list(synth_test_split().items('train') if c.train_annotations == 'synth-train'
-                            else load_dataset(c.train_annotations, vr))
-    self.test_items = list(load_dataset(c.test_annotations, vr, limit=c.eval_limit or None))
+    if is_main_process(): _check_run_folder(c, self.plan); self.out.mkdir(parents=True, exist_ok=True)
+    train = (synth_test_split().items('train') if c.train_annotations == 'synth-train'
+             else load_dataset(c.train_annotations, vr))
+    test = load_dataset(c.test_annotations, vr, limit=c.eval_limit or None)
+    for param, ann in (('train_annotations', train), ('test_annotations', test)):
+        _check_annotations(param, getattr(c, param), ann, self.out)
+    self.train_items, self.test_items = list(train), list(test)
     self.sft_items = list(load_cot_examples(resolve_path(c.cot_file))) if c.cot_file else self.train_items
+    self.qa_items = _qa_items(c)
     if c.cold_start and self.plan.think and not c.cot_file:
         bare = [it.id for it in self.train_items if not (it.captions or it.meta.get('captions') or it.meta.get('cot'))]
         if bare: _bad('cold_start', c.cold_start, f"with think the cold start needs CoT targets: {len(bare)} items of "
@@ -518,11 +644,13 @@ def load_data(self: TrainingRun):
                       "cot_file, or think=False")
     for split, param, items in (('train', 'train_annotations', self.train_items),
                                 ('test', 'test_annotations', self.test_items),
-                                ('cot', 'cot_file', self.sft_items if c.cot_file and c.cold_start else [])):
+                                ('cot', 'cot_file', self.sft_items if c.cot_file and c.cold_start else []),
+                                ('qa', 'qa_annotations', self.qa_items)):
         # training uses every item it is given
         try: check_videos(items, vr, dataset=split, out_dir=self.out, can_exclude=False)
         except MissingVideosError as e:
             raise MissingVideosError(f"{param}={getattr(c, param)!r}: {e}", e.missing, e.items) from None
+        _check_readable(param, getattr(c, param), split, items, vr, self.out)
     self.timings['data_s'] = time.perf_counter() - t0
 
 @patch
@@ -571,9 +699,24 @@ def evaluate(self: TrainingRun, phase: str) -> dict:
                    max_new_tokens=p.eval_max_new_tokens, video_config=p.video, video_root=p.video_root,
                    out_path=self.out / f'eval_{phase}.jsonl', overwrite=True, progress=True)
     m = score_predictions(self.test_items, recs) | {'seconds': time.perf_counter() - t0}
+    if self.qa_items: m |= self.evaluate_qa(phase)
     self.record['metrics'][phase] = m; self.timings[f'eval_{phase}_s'] = m['seconds']; self.save_record()
-    log(f"[eval] {phase}: " + ', '.join(f"{k} {v:.1f}" for k, v in m.items() if k != 'n'))
+    log(f"[eval] {phase}: " + ', '.join(f"{k} {v:.1f}" for k, v in m.items() if k != 'n' and not isinstance(v, dict)))
     return m
+
+@patch
+def evaluate_qa(self: TrainingRun, phase: str) -> dict:
+    "Multiple-choice VideoQA accuracy of the current model (`qa_<phase>.jsonl`): `qa_accuracy`, `qa_parsed`, by type."
+    from timer1_lib.videoqa import evaluate_qa
+    p, t0 = self.plan, time.perf_counter()
+    log(f"[eval] {phase}: {len(self.qa_items)} QA items")
+    q = evaluate_qa(self.model, self.processor, self.qa_items, out_path=self.out / f'qa_{phase}.jsonl',
+                    batch_size=self.cfg.eval_batch_size, max_new_tokens=p.eval_max_new_tokens, video_config=p.video,
+                    think=p.think, video_root=p.video_root, overwrite=True, progress=True,
+                    scoring=self.cfg.qa_scoring if self.cfg.qa_scoring != 'auto' else
+                    ('likelihood' if p.tiny else 'generate'))
+    self.timings[f'qa_{phase}_s'] = time.perf_counter() - t0
+    return dict(qa_accuracy=q['accuracy'], qa_parsed=q['parsed'], qa_n=q['n'], qa_by_type=q['by_type'])
 
 # %% ../nbs/14_train.ipynb #2db07418
 @patch
@@ -755,10 +898,13 @@ class TrainResult:
     @property
     def curves(self) -> Path | None: return p if (p := self.out_dir / 'curves.png').is_file() else None
     def summary(self):
-        "R1@0.3/0.5/0.7, mIoU, parsed % and n per evaluated phase (a DataFrame)."
+        "R1@0.3/0.5/0.7, mIoU, parsed % and n per evaluated phase, with VideoQA accuracy when evaluated (a DataFrame)."
         import pandas as pd
         rows = {PHASE_NAMES[k]: v for k, v in self.metrics.items() if k in PHASE_NAMES}
-        return pd.DataFrame(rows).T[['R1@0.3', 'R1@0.5', 'R1@0.7', 'mIoU', 'parsed', 'n']]
+        df = pd.DataFrame(rows).T
+        qa = ['qa_accuracy', 'qa_n'] if 'qa_accuracy' in df else []
+        return df[['R1@0.3', 'R1@0.5', 'R1@0.7', 'mIoU', 'parsed', 'n', *qa]].rename(
+            columns={'qa_accuracy': 'QA acc', 'qa_n': 'QA n'})
     def files(self) -> dict:
         "The run's main files that exist, by name."
         o = self.out_dir
