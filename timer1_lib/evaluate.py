@@ -1157,14 +1157,31 @@ class Evaluation:
     def comparison(self) -> pd.DataFrame: return compare_runs(self.runs, threshold=self.config.compare_threshold)
 
 # %% ../nbs/20_evaluate.ipynb #dab72461
+def _readable(items: list, cfg: EvalConfig, name: str) -> list:
+    ("The items whose video opens (`data.probe_video`: not empty, not truncated, a video stream); the others raise "
+     "UnreadableVideosError naming files and records, or with `exclude_missing` are dropped with a warning.")
+    from timer1_lib.data import unreadable_videos, UnreadableVideosError
+    bad = unreadable_videos(items, cfg.video_root)
+    if not bad: return items
+    first = ' | '.join(f"'{p}' (record {it.id!r}): {why}" for it, p, why in bad[:5]) + ' | ...' * (len(bad) > 5)
+    head = f"{name}: {len(bad)} of {len(items)} items have a video that cannot be decoded: {first}"
+    if not cfg.exclude_missing:
+        raise UnreadableVideosError(head + ". Re-encode or remove them, or pass exclude_missing=True to evaluate "
+                                    "the others", bad)
+    warnings.warn(head + f". Excluded (exclude_missing=True): evaluating {len(items) - len(bad)} items.", stacklevel=2)
+    drop = {id(it) for it, _, _ in bad}
+    return [it for it in items if id(it) not in drop]
+
 def prepare(cfg: EvalConfig) -> dict[str, Annotations]:
-    "Load every dataset of `cfg` and check its videos (when checkpoints will run); nothing touches a model."
+    ("Load every dataset of `cfg` and check its videos (when checkpoints will run: each exists and opens); "
+     "nothing touches a model.")
     out = {}
     for spec in cfg.specs:
         ann = load_dataset(spec, cfg.video_root, cfg.limit)
         # Charades durations come from the videos
         if cfg.checkpoints or any(it.duration == _NO_DURATION for it in ann):
             kept = check_videos(ann, cfg.video_root, cfg.exclude_missing, spec.name, cfg.output_dir())
+            if cfg.checkpoints: kept = _readable(kept, cfg, spec.name)
             if len(kept) != len(ann):
                 ann = Annotations(kept, ann.path, ann.format, ann.report); ann.name, ann.spec = spec.name, spec.spec
         out[spec.name] = ann
