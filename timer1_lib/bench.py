@@ -3,22 +3,24 @@
 # %% ../nbs/90_bench.ipynb #b71c4ace
 from __future__ import annotations
 
-import argparse, contextvars, dataclasses, datetime, functools, inspect, json, os, platform, shlex, shutil
-import subprocess, sys, tempfile, time
+import argparse, contextlib, contextvars, dataclasses, datetime, functools, inspect, json, os, platform, shlex, shutil
+import gc, subprocess, sys, tempfile, time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 # %% auto #0
-__all__ = ['BENCHMARKS', 'SMOKE_TEXT', 'SMOKE_VISION', 'HELDOUT_SPLIT', 'HELDOUT_TYPE', 'MAIN', 'HELD', 'EVAL_ALL', 'GPU_GRPO',
-           'NOBEFORE', 'SFT_MORE', 'SMOKE_PLAN', 'TARO_ROWS', 'TARO_EVAL', 'TARO_GRPO', 'TARO_SMOKE', 'QA_SFT_MORE',
-           'QA_EVAL', 'QA_ARMS', 'STUDIES', 'ISA_ENV', 'Benchmark', 'command_for', 'current_command', 'benchmark',
-           'bench_dir', 'save_result', 'machine_info', 'build_parser', 'main', 'cache_timings', 'video_cache',
-           'predict_timing', 'gpu_predict', 'sft_curve', 'coldstart_sft', 'synth_speed', 'launch_run', 'run_plan',
-           'collect_run', 'run_study', 'load_runs', 'paired_delta', 'analyze_study', 'taro_entries', 'analyze_taro',
-           'taro', 'taro_results', 'analyze_videoqa', 'videoqa', 'videoqa_results', 'grpo_gpu', 'grpo_gpu_results',
-           'grpo_vs_sft', 'grpo_vs_sft_results', 'cpu_isa', 'entry_points', 'real_data_fixture']
+__all__ = ['BENCHMARKS', 'SMOKE_TEXT', 'SMOKE_VISION', 'PHASES', 'QWEN_7B_TEXT', 'HELDOUT_SPLIT', 'HELDOUT_TYPE', 'MAIN', 'HELD',
+           'EVAL_ALL', 'GPU_GRPO', 'NOBEFORE', 'SFT_MORE', 'SMOKE_PLAN', 'TARO_ROWS', 'TARO_EVAL', 'TARO_GRPO',
+           'TARO_SMOKE', 'QA_SFT_MORE', 'QA_EVAL', 'QA_ARMS', 'STUDIES', 'ISA_ENV', 'Benchmark', 'command_for',
+           'current_command', 'benchmark', 'bench_dir', 'save_result', 'machine_info', 'build_parser', 'main',
+           'cache_timings', 'video_cache', 'predict_timing', 'gpu_predict', 'PhaseTimer', 'grpo_step_timing',
+           'grpo_step_equality', 'gpu_rates', 'compute_floor', 'grpo_step', 'sft_curve', 'coldstart_sft', 'synth_speed',
+           'launch_run', 'run_plan', 'collect_run', 'run_study', 'load_runs', 'paired_delta', 'analyze_study',
+           'taro_entries', 'analyze_taro', 'taro', 'taro_results', 'analyze_videoqa', 'videoqa', 'videoqa_results',
+           'grpo_gpu', 'grpo_gpu_results', 'grpo_vs_sft', 'grpo_vs_sft_results', 'cpu_isa', 'entry_points',
+           'real_data_fixture']
 
 # %% ../nbs/90_bench.ipynb #ed78d04c
 from .core import artifacts_dir, jsonable, repo_root, resolve_path, write_json
@@ -318,6 +320,308 @@ def gpu_predict(max_new_tokens: int = 1024, attn: str = 'sdpa', think: bool = Tr
     save_result(bench_dir('gpu_predict', out_dir), 'cpu_smoke' if cpu_smoke else 'gpu_predict', res)
     print(json.dumps({k: res[k] for k in ('device', 'prompt_tokens', 'video_tokens', 'new_tokens', 'peak_memory_gib',
                                           'times')}, indent=1))
+    return res
+
+# %% ../nbs/90_bench.ipynb #a3df9e88
+class PhaseTimer:
+    "Wall time per named phase (CUDA-synchronised), accumulated per optimizer step; nested phases count in both."
+    def __init__(self, cuda: bool):
+        self.cuda, self.steps, self.cur = cuda, [], None
+    def sync(self):
+        if self.cuda:
+            import torch; torch.cuda.synchronize()
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        self.sync(); t0 = time.perf_counter()
+        try: yield
+        finally:
+            self.sync()
+            if self.cur is not None: self.cur[name] = self.cur.get(name, 0.0) + time.perf_counter() - t0
+    def wrap(self, obj, attr: str, name):
+        "Time every call of `obj.attr` as phase `name` (a str, or a callable giving it per call)."
+        orig = getattr(obj, attr)
+        def timed(*a, **kw):
+            with self(name() if callable(name) else name): return orig(*a, **kw)
+        setattr(obj, attr, timed)
+
+def _step_timer_callback(timer: PhaseTimer):
+    from transformers import TrainerCallback
+    class _Steps(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            timer.sync(); timer.cur = {}; self.t0 = time.perf_counter()
+        def on_pre_optimizer_step(self, args, state, control, **kw):
+            timer.sync(); self.o0 = time.perf_counter()
+        def on_optimizer_step(self, args, state, control, **kw):
+            timer.sync(); timer.cur['optimizer'] = time.perf_counter() - self.o0
+        def on_step_end(self, args, state, control, **kw):
+            timer.sync(); timer.cur['step'] = time.perf_counter() - self.t0; timer.steps.append(timer.cur)
+    return _Steps()
+
+# %% ../nbs/90_bench.ipynb #25ab8471
+def _instrument(tr, timer: PhaseTimer):
+    "Phase timers on a TimeR1Trainer: video, generate, old/ref log-probs, loss forward, backward, vision encoder."
+    state = {'in_score': False}
+    timer.wrap(tr, '_load_clips', 'video'); timer.wrap(tr, '_tokenize_prompts', 'video')
+    timer.wrap(tr, '_generate_single_turn', 'generate')
+    timer.wrap(tr, '_get_per_token_logps_and_entropies',
+               lambda: 'old_ref_logps' if state['in_score'] else 'loss_forward')
+    orig = tr._generate_and_score_completions
+    def score(*a, **kw):
+        state['in_score'] = True
+        try: return orig(*a, **kw)
+        finally: state['in_score'] = False
+    tr._generate_and_score_completions = score
+    timer.wrap(tr.accelerator, 'backward', 'backward')
+    from timer1_lib.model import vision_tower
+    for m in [tr.model] + ([tr.ref_model] if tr.ref_model is not None else []):
+        v = vision_tower(tr.accelerator.unwrap_model(m))
+        def pre(*a):
+            timer.sync(); timer._v0 = time.perf_counter()
+        v.register_forward_pre_hook(pre)
+        def post(*a):
+            timer.sync()
+            if timer.cur is not None:
+                timer.cur['vision_encoder'] = timer.cur.get('vision_encoder', 0.0) + time.perf_counter() - timer._v0
+        v.register_forward_hook(post)
+
+# %% ../nbs/90_bench.ipynb #74715687
+def _case_item(clip_s: float = 16.0):
+    "Case R's item: OHOFG.mp4 clipped to its first `clip_s` seconds, with its TVGBench query."
+    it = _ohofg_item()
+    return dataclasses.replace(it, duration=clip_s, clip=(0.0, clip_s))
+
+def _grpo_trainer(ckpt, work, *, G, K, beta, steps, fps, size, share_prompt, gradient_checkpointing, dtype,
+                  attn='sdpa', clip_s=16.0, cache_implementation=None):
+    import torch
+    from timer1_lib.grpo import TimeR1Config, TimeR1Trainer, grounding_dataset
+    cuda = torch.cuda.is_available()
+    args = TimeR1Config(output_dir=str(work / 'out'), report_to='none', per_device_train_batch_size=G,
+                        num_generations=G, max_completion_length=K, beta=beta, learning_rate=1e-6, max_steps=steps,
+                        logging_steps=1, save_strategy='no', gradient_checkpointing=gradient_checkpointing,
+                        bf16=cuda and dtype == torch.bfloat16, video_fps=fps, video_frame_size=list(size),
+                        video_cache='none', reward_funcs=['tiou', 'format'], generation_kwargs={'min_new_tokens': K},
+                        share_prompt=share_prompt, model_init_kwargs={'dtype': dtype, 'attn_implementation': attn},
+                        seed=0, disable_tqdm=True, log_samples=0, cache_implementation=cache_implementation)
+    item = _case_item(clip_s)
+    ds = grounding_dataset([dataclasses.replace(item, id=f'{item.id}_{i}') for i in range(max(steps, 1))])
+    return TimeR1Trainer(str(ckpt), args, train_dataset=ds), ds
+
+# %% ../nbs/90_bench.ipynb #494241a6
+def grpo_step_timing(ckpt, work, *, share_prompt: bool, G=8, K=256, beta=0.04, steps=2, fps=2.0, size=(252, 448),
+                     gradient_checkpointing=True, dtype=None, cache_implementation=None, clip_s=16.0) -> dict:
+    "Time `steps` GRPO steps of TimeR1Trainer on case R (the first is warm-up): per step, per phase, peak memory."
+    import torch
+    cuda = torch.cuda.is_available(); dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
+    tr, _ = _grpo_trainer(ckpt, work, G=G, K=K, beta=beta, steps=steps, fps=fps, size=size, clip_s=clip_s,
+                          share_prompt=share_prompt, gradient_checkpointing=gradient_checkpointing, dtype=dtype,
+                          cache_implementation=cache_implementation)
+    timer = PhaseTimer(cuda); _instrument(tr, timer); tr.add_callback(_step_timer_callback(timer))
+    if cuda: torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+    tr.train()
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    b = tr._buffered_inputs[0]
+    named = list(tr.accelerator.unwrap_model(tr.model).named_parameters())
+    vit = sum(p.numel() for n, p in named if 'visual' in n and 'merger' not in n)
+    counts = dict(vit=vit, llm=sum(p.numel() for _, p in named) - vit,
+                  train=sum(p.numel() for _, p in named if p.requires_grad),
+                  patches=int(b['video_inputs'][0]['video_grid_thw'].prod()))
+    out = dict(counts=counts, share_prompt=share_prompt, beta=beta, G=G, K=K, steps=timer.steps, peak_mem_gib=peak,
+               prompt_tokens=int(b['prompt_mask'][0].sum()), completion_tokens=int(b['completion_mask'].sum()),
+               share_stats=dict(getattr(tr, 'share_stats', {})), cache_implementation=cache_implementation)
+    last = timer.steps[-1]
+    out['last'] = last
+    out['decode_tokens_per_s'] = G * K / last['generate'] if last.get('generate') else None
+    del tr; gc.collect()
+    if cuda: torch.cuda.empty_cache()
+    return out
+
+# %% ../nbs/90_bench.ipynb #17f7a603
+def _loss_grads(tr, batch, share: bool):
+    "Loss, reference (or policy) log-probs and gradients of `batch` on trainer `tr` with `share_prompt=share`."
+    import torch
+    tr.args.share_prompt = share; tr.model.zero_grad()
+    ids = torch.cat([batch['prompt_ids'], batch['completion_ids']], 1)
+    am = torch.cat([batch['prompt_mask'], batch['completion_mask']], 1)
+    tr._video_ctx = batch['video_inputs']
+    try:
+        with torch.no_grad():
+            ref = tr._get_per_token_logps_and_entropies(tr.ref_model or tr.model, ids, am,
+                                                        batch['completion_ids'].size(1))[0].float()
+    finally: tr._video_ctx = None
+    loss = tr.compute_loss(tr.model, batch); loss.backward()
+    return float(loss), ref, {n: p.grad.float().clone() for n, p in tr.model.named_parameters() if p.grad is not None}
+
+def _vs(truth, other, mask) -> dict:
+    (l0, r0, g0), (l1, r1, g1) = truth, other
+    rel = sorted(float((g0[k] - g1[k]).norm() / g0[k].norm().clamp(min=1e-12)) for k in g0)
+    return dict(loss_abs_diff=abs(l0 - l1), ref_logps_max_abs_diff=float((r0 - r1)[mask].abs().max()),
+                grad_rel_l2_max=rel[-1], grad_rel_l2_median=rel[len(rel) // 2])
+
+def _greedy_agreement(tr, rows, G) -> float:
+    "Token agreement of greedy generations, row by row vs shared."
+    gens, tr.generation_config.do_sample = {}, False
+    for share in (False, True):
+        tr.args.share_prompt = share; tr._pending_clips = tr._load_clips(rows)
+        ids, _, fields = tr._tokenize_prompts([r['prompt'] for r in rows])
+        gens[share] = tr._generate_single_turn(ids, None, fields, G)[0]
+        tr._pending_clips = tr._video_ctx = None
+    tr.generation_config.do_sample = True
+    same = sum(x == y for s, t in zip(gens[False], gens[True]) for x, y in zip(s, t))
+    return same / max(1, sum(max(len(s), len(t)) for s, t in zip(gens[False], gens[True])))
+
+# %% ../nbs/90_bench.ipynb #fea1fc7c
+def grpo_step_equality(ckpt, work, *, G=4, K=32, beta=0.04, fps=2.0, size=(252, 448), clip_s=4.0) -> dict:
+    ("One generated batch (fixed non-zero advantages) through both paths, in the run dtype and (on GPU) in float32: "
+     "each path's loss, reference log-probs and gradients against float32 row by row, and greedy agreement.")
+    import torch
+    cuda = torch.cuda.is_available()
+    dts = [torch.bfloat16, torch.float32] if cuda else [torch.float32]
+    trs = {dt: _grpo_trainer(ckpt, work / str(dt), G=G, K=K, beta=beta, steps=1, fps=fps, size=size, clip_s=clip_s,
+                             share_prompt=False, gradient_checkpointing=True, dtype=dt) for dt in dts}
+    tr0, ds = trs[dts[0]]
+    rows = [ds[0]] * G
+    tr0.model.train(); torch.manual_seed(0); batch = tr0._generate_and_score_completions(rows)
+    # a random model earns no reward, so every advantage is 0; fixed non-zero ones make the policy term count
+    batch['advantages'] = torch.linspace(-1.5, 1.5, G, device=batch['advantages'].device)
+    res, out, m = {}, {}, batch['completion_mask'].bool()
+    for dt, (tr, _) in trs.items():
+        tr.model.train(); tr.current_gradient_accumulation_steps = 1
+        for share in (False, True): out[(dt, share)] = _loss_grads(tr, batch, share)
+        res[f'greedy_token_agreement_{str(dt)[6:]}'] = _greedy_agreement(tr, rows, G)
+    truth = out[(torch.float32, False)]
+    for (dt, share), o in out.items():
+        if (dt, share) != (torch.float32, False):
+            res[f"{str(dt)[6:]}_{'shared' if share else 'row_by_row'}"] = _vs(truth, o, m)
+    res['vs'] = 'float32 row by row'
+    del trs, tr0; gc.collect()
+    if cuda: torch.cuda.empty_cache()
+    return res
+
+# %% ../nbs/90_bench.ipynb #85d0dbe9
+def gpu_rates(n: int = 8192, reps: int = 20) -> dict:
+    "Measured bf16 matmul TFLOP/s (n x n x n) and device-memory copy bandwidth (GB/s) of the current GPU."
+    import torch
+    a, b = (torch.randn(n, n, device='cuda', dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3): a @ b
+    torch.cuda.synchronize(); t0 = time.perf_counter()
+    for _ in range(reps): a @ b
+    torch.cuda.synchronize(); mm = 2 * n ** 3 * reps / (time.perf_counter() - t0)
+    x = torch.empty(2 ** 29, device='cuda', dtype=torch.float32); y = torch.empty_like(x)   # 2 GiB each
+    for _ in range(2): y.copy_(x)
+    torch.cuda.synchronize(); t0 = time.perf_counter()
+    for _ in range(10): y.copy_(x)
+    torch.cuda.synchronize(); bw = 2 * x.numel() * 4 * 10 / (time.perf_counter() - t0)
+    del a, b, x, y; torch.cuda.empty_cache()
+    return dict(matmul_tflops=mm / 1e12, copy_gbps=bw / 1e9)
+
+# %% ../nbs/90_bench.ipynb #c6dbf733
+def compute_floor(*, n_llm: int, n_vit: int, n_train: int, layers: int, hidden: int, P: int, G: int, K: int,
+                  patches: int, beta: float, rates: dict, recompute: bool = True) -> dict:
+    ("Lower bound of one GRPO step: the FLOPs no implementation can skip at the measured matmul rate, plus decoding "
+     "at the memory bound (every step reads the LM weights once) and AdamW's memory traffic.")
+    T = P + G * K                                                   # tokens any forward over the group must see
+    pairs = P * P / 2 + G * (K * P + K * K / 2)                     # causal query-key pairs of the shared layout
+    fwd = 2 * n_llm * T + 4 * hidden * layers * pairs
+    flops = dict(vit=2 * n_vit * patches, prefill=2 * n_llm * P, ref=fwd if beta else 0.0,
+                 loss=fwd * (4 if recompute else 3))               # forward + backward (2x) (+ recomputed forward)
+    rate, bw = rates['matmul_tflops'] * 1e12, rates['copy_gbps'] * 1e9
+    parts = {k: v / rate for k, v in flops.items()}
+    parts['decode'] = K * 2 * n_llm / bw                             # bf16 weights streamed once per decode step
+    parts['optimizer'] = 14 * n_train / bw                           # bf16 p, g, m, v read; p, m, v written
+    return dict(floor_s=sum(parts.values()), parts_s=parts, flops=flops, tokens=T)
+
+# %% ../nbs/90_bench.ipynb #c9e42f5e
+PHASES = ('video', 'generate', 'old_ref_logps', 'loss_forward', 'backward', 'optimizer', 'vision_encoder', 'step')
+
+def _grpo_step_md(res: dict) -> str:
+    L = [f"# GRPO step, case R ({res['device']}, {res['machine']['date'][:10]})", '',
+         f"{res['model']['shape']} random bf16, {res['case']['frames']} frames {res['case']['size']} "
+         f"({res['case']['prompt_tokens']} prompt tokens), G={res['case']['G']} x {res['case']['K']} forced tokens, "
+         "frozen ViT, gradient checkpointing, one optimizer step; seconds of the last (warm) step.", '']
+    for beta, r in res['by_beta'].items():
+        a, b = r['stock']['last'], r['timer1']['last']
+        L += [f"## beta = {beta}", '', '| phase | stock (row by row) | timer1 (shared) | ratio |', '|---|---|---|---|']
+        for p in PHASES:
+            if p in a or p in b:
+                x, y = a.get(p, 0.0), b.get(p, 0.0)
+                L.append(f"| {p} | {x:.2f} | {y:.2f} | {x / y:.2f}x |" if y else f"| {p} | {x:.2f} | {y:.2f} | - |")
+        g = lambda x, f: 'n/a' if x is None or x != x else format(x, f)
+        L += ['', f"speedup_overall {g(r['speedup_overall'], '.2f')}x, floor {g(r['floor']['floor_s'], '.2f')} s, "
+              f"floor_ratio {g(r['floor_ratio'], '.2f')}, peak {g(r['stock']['peak_mem_gib'], '.1f')} vs "
+              f"{g(r['timer1']['peak_mem_gib'], '.1f')} GiB, decode {g(r['stock']['decode_tokens_per_s'], '.0f')} vs "
+              f"{g(r['timer1']['decode_tokens_per_s'], '.0f')} tokens/s, loss-phase MFU "
+              f"{g(r['mfu_loss']['stock'], '.1%')} vs {g(r['mfu_loss']['timer1'], '.1%')}", '']
+    if res.get('equality'): L += ['## Same maths', '', '```', json.dumps(res['equality'], indent=1), '```']
+    return '\n'.join(L)
+
+# %% ../nbs/90_bench.ipynb #1fcd3cdf
+QWEN_7B_TEXT = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                    num_key_value_heads=4)
+
+@benchmark('grpo_step')
+def grpo_step(model: str = '3b', fps: float = 2.0, clip_s: float = 16.0, size: tuple = (252, 448), G: int = 8,
+              K: int = 256, betas: tuple = (0.04, 0.0), steps: int = 2, equality: bool = True,
+              static_decode: bool = False, cpu_smoke: bool = False, work_dir: str = '',
+              out_dir: str | None = None) -> dict:
+    ("One GRPO step of a random Qwen2.5-VL (3B or 7B shape) on case R: row-by-row (stock TRL + the video "
+     "pass-through) vs timer1's shared video/prompt path, per phase, peak memory, floor, MFU; and their maths.")
+    import torch
+    from timer1_lib.model import make_random_model, qwen_3b_config
+    cuda = torch.cuda.is_available()
+    if not cuda and not cpu_smoke: raise SystemExit('grpo_step: no CUDA device; --cpu_smoke true runs it scaled down')
+    if model not in ('3b', '7b'): raise SystemExit(f"grpo_step: model={model!r}: must be '3b' or '7b'")
+    text, vision = ((SMOKE_TEXT, SMOKE_VISION) if cpu_smoke else
+                    (QWEN_7B_TEXT, dict(out_hidden_size=3584)) if model == '7b' else (None, None))
+    with tempfile.TemporaryDirectory(prefix='timer1_grpo_step_') as scratch:
+        work = Path(work_dir or scratch)
+        dt = torch.bfloat16 if cuda else torch.float32
+        ckpt = make_random_model(qwen_3b_config(text=text, vision=vision), work / f'random-{model}', dtype=dt)
+        rates = gpu_rates() if cuda else dict(matmul_tflops=float('nan'), copy_gbps=float('nan'))
+        kw = dict(G=G, K=K, steps=steps, fps=fps, size=size, clip_s=clip_s)
+        by_beta = {}
+        for beta in betas:
+            r = {name: grpo_step_timing(ckpt, work / f'{name}{beta}', share_prompt=share, beta=beta, **kw)
+                 for name, share in (('stock', False), ('timer1', True))}
+            a, b = r['stock'], r['timer1']
+            c = b['counts']
+            cfg = json.loads((Path(ckpt) / 'config.json').read_text()); tc = cfg.get('text_config', cfg)
+            fl = compute_floor(n_llm=c['llm'], n_vit=c['vit'], n_train=c['train'], layers=tc['num_hidden_layers'],
+                               hidden=tc['hidden_size'], P=b['prompt_tokens'], G=G, K=K, patches=c['patches'],
+                               beta=beta, rates=rates)
+            loss_flops = fl['flops']['loss'] * 3 / 4                # model FLOPs (no recompute) of the loss phase
+            mfu = {n: loss_flops / (x['last'].get('loss_forward', 0) + x['last'].get('backward', 0))
+                   / (rates['matmul_tflops'] * 1e12) for n, x in r.items()}
+            by_beta[str(beta)] = dict(**r, floor=fl, speedup_overall=a['last']['step'] / b['last']['step'],
+                                      floor_ratio=b['last']['step'] / fl['floor_s'], mfu_loss=mfu,
+                                      ratios={p: a['last'][p] / b['last'][p] for p in PHASES
+                                              if a['last'].get(p) and b['last'].get(p)})
+        eq = grpo_step_equality(ckpt, work / 'eq', beta=betas[0] if betas else 0.04, fps=fps, size=size) \
+            if equality else None
+        static = None
+        if static_decode:   # transformers' static KV cache + compiled decode (row-by-row: the shared path needs a
+            try:            # dynamic cache), to see what compiled decoding would give
+                static = grpo_step_timing(ckpt, work / 'static', share_prompt=False, beta=0.0,
+                                          cache_implementation='static', **{**kw, 'steps': max(steps, 3)})
+            except Exception as e: static = dict(error=f'{type(e).__name__}: {str(e)[:500]}')
+    first = next(iter(by_beta.values()), None)
+    if first is None:   # equality / static-decode only
+        res = dict(machine=machine_info(), device=torch.cuda.get_device_name() if cuda else 'cpu', rates=rates,
+                   equality=eq, static_decode=static)
+        save_result(bench_dir('grpo_step', out_dir), f"checks-{model}-{res['machine']['date'][:10]}", res)
+        print(json.dumps(jsonable(dict(equality=eq, static_decode=static and {k: v for k, v in static.items()
+                                                                               if k != 'steps'})), indent=1))
+        return res
+    res = dict(machine=machine_info(), device=torch.cuda.get_device_name() if cuda else 'cpu', rates=rates,
+               model=dict(shape=f'Qwen2.5-VL-{model.upper()}' + (' (smoke)' if cpu_smoke else ''),
+                          counts=first['timer1']['counts']),
+               case=dict(frames=int(round(fps * clip_s)), size=list(size), G=G, K=K,
+                         prompt_tokens=first['timer1']['prompt_tokens']), by_beta=by_beta, equality=eq,
+               static_decode=static, speedup_overall=first['speedup_overall'], floor_ratio=first['floor_ratio'],
+               peak_mem_gib=dict(stock=first['stock']['peak_mem_gib'], timer1=first['timer1']['peak_mem_gib']))
+    stem = f"{'cpu_smoke' if cpu_smoke else res['device'].replace(' ', '_')}-{model}-{res['machine']['date'][:10]}"
+    md = _grpo_step_md(res)
+    save_result(bench_dir('grpo_step', out_dir), stem, res, md)
+    print(md)
     return res
 
 # %% ../nbs/90_bench.ipynb #b44dfb25

@@ -523,23 +523,32 @@ def _bmff_problem(path: Path, size: int) -> str | None:
     if 'moov' not in kinds: return "truncated or unfinished: no 'moov' box (the index of the frames)"
     return None
 
+def _container_problem(p: Path) -> str | None:
+    "Open the container with PyAV, else decord (the GPU machine has only decord), else skip this check."
+    try: import av
+    except ImportError: av = None
+    if av is not None:
+        with av.open(str(p)) as c:
+            if not c.streams.video: return 'no video stream'
+            s = c.streams.video[0]
+            if not (s.average_rate or s.guessed_rate): return 'no frame rate in the container'
+            if not (s.frames or s.duration or c.duration): return 'no frames'
+        return None
+    try: import decord
+    except ImportError: return None   # no decoder to ask: the structural check above is all there is
+    vr = decord.VideoReader(str(p))
+    if len(vr) == 0: return 'no frames'
+    if not vr.get_avg_fps() > 0: return 'no frame rate in the container'
+    return None
+
 def probe_video(path) -> str | None:
     "Why the video file at `path` cannot be used (not found, empty, truncated, not a video...), or None when it can."
     p = Path(path)
     if not p.is_file(): return 'file not found'
     size = p.stat().st_size
     if size == 0: return 'empty file (0 bytes)'
-    try:
-        why = _bmff_problem(p, size)
-        if why: return why
-        import av
-        with av.open(str(p)) as c:
-            if not c.streams.video: return 'no video stream'
-            s = c.streams.video[0]
-            if not (s.average_rate or s.guessed_rate): return 'no frame rate in the container'
-            if not (s.frames or s.duration or c.duration): return 'no frames'
+    try: return _bmff_problem(p, size) or _container_problem(p)
     except Exception as e: return f'cannot open it: {type(e).__name__}: {e}'
-    return None
 
 class UnreadableVideosError(ValueError):
     "Videos that exist but cannot be used; `.bad` lists `(item, path, problem)`."

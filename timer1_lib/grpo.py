@@ -14,12 +14,14 @@ from fastcore.basics import patch
 from transformers import PreTrainedModel, TrainerCallback
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 from trl import GRPOConfig, GRPOTrainer
+from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import get_callable_name
 
 from .core import append_jsonl, jsonable, write_json
 from .data import GroundingItem, resolve_video
 from .model import build_messages, model_for_training, vision_token_ids
 from .rewards import REWARDS, completion_text, get_reward, parse_answer
+from .shared import SHARED_ATTN, VIDEO_KEYS, group_rows, shared_generate, shared_logps
 from .video import FrameCache, VideoArgs, load_video, processor_video_kwargs
 
 # %% auto #0
@@ -59,6 +61,10 @@ class TimeR1Config(VideoArgs, GRPOConfig):
         "`train_merger=False`."})
     train_merger: bool = field(default=True, metadata={"help":
         "Keep the ViT->LLM patch merger trainable when `freeze_vision`."})
+    share_prompt: bool = field(default=True, metadata={"help":
+        "Run each group's shared video and prompt once (timer1_lib.shared): one prefill per prompt in generation, "
+        "one packed forward with a shared-prefix mask for its G completions in every log-prob pass. Same maths as "
+        "row by row (tested); needs attn_implementation 'sdpa' or 'eager', else falls back."})
     log_samples: int = field(default=8, metadata={"help":
         "Completions written to `completions.jsonl` at each logging step (whole groups first); 0 disables."})
     # defaults that differ from TRL 1.16 (see the markdown above)
@@ -388,6 +394,9 @@ def _get_per_token_logps_and_entropies(self: TimeR1Trainer, model, input_ids, at
                                  "a forward without them is video-blind")
         return sup(model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, **kwargs)
     if len(rows) != input_ids.size(0): raise RuntimeError(f"{len(rows)} video rows for {input_ids.size(0)} sequences")
+    if self._share_reason(model, **kwargs) is None:
+        return self._shared_logps(model, input_ids, attention_mask, logits_to_keep, batch_size,
+                                  kwargs.get('compute_entropy', False))
     bs = batch_size or input_ids.size(0)
     def chunks():
         for s in range(0, input_ids.size(0), bs):
@@ -405,6 +414,79 @@ def _compute_loss(self: TimeR1Trainer, model, inputs):
     prev, self._video_ctx = self._video_ctx, inputs.get('video_inputs')
     try: return super(TimeR1Trainer, self)._compute_loss(model, inputs)
     finally: self._video_ctx = prev
+
+# %% ../nbs/11_grpo.ipynb #0cdcaa0d
+@patch
+def _share_reason(self: TimeR1Trainer, model=None, compute_aux_loss=False, **kw) -> str | None:
+    "Why the shared-prompt path cannot run for this call (None: it can)."
+    if not self.args.share_prompt: return 'share_prompt=False'
+    if self._video_ctx is None: return 'no video rows'
+    if compute_aux_loss: return 'MoE aux loss'
+    if any(v is not None for k, v in kw.items() if k not in ('compute_entropy', 'mm_token_type_ids')):
+        return 'image inputs'
+    m = self.accelerator.unwrap_model(self.model if model is None else model)
+    impl = m.config.get_text_config()._attn_implementation
+    return None if impl in SHARED_ATTN else f'attn_implementation={impl!r} (a custom mask needs one of {SHARED_ATTN})'
+
+@patch
+def _count_share(self: TimeR1Trainer, what: str, why: str | None):
+    st = self.__dict__.setdefault('share_stats', {})
+    key = what if why is None else f'{what} row-by-row ({why})'
+    st[key] = st.get(key, 0) + 1
+
+# %% ../nbs/11_grpo.ipynb #a35d2583
+@patch
+def _shared_logps(self: TimeR1Trainer, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                  compute_entropy=False):
+    "Log-probs (and entropies) of the completions, one packed forward per group (in chunks of `batch_size` rows)."
+    rows, P = self._video_ctx, input_ids.size(1) - logits_to_keep
+    prompts = [input_ids[i, :P][attention_mask[i, :P].bool()] for i in range(len(rows))]
+    groups = group_rows([(tuple(p.tolist()), id(r['pixel_values_videos'])) for p, r in zip(prompts, rows)])
+    m, bs = self.accelerator.unwrap_model(model), batch_size or input_ids.size(0)
+    impl, parts = m.config.get_text_config()._attn_implementation, []
+    for g in groups:
+        for s in range(0, len(g), bs):
+            idx, p = g[s:s + bs], prompts[g[0]]
+            mm = mm_token_type_ids(p, self._video_token_id, self._image_token_id)
+            with self.accelerator.autocast():
+                lp, ent = shared_logps(model, p, mm, input_ids[idx, P:], attention_mask[idx, P:],
+                                       {k: rows[g[0]][k] for k in VIDEO_KEYS}, compute_entropy, impl, m.dtype)
+            parts.append((idx, lp, ent))
+    order = torch.tensor([i for idx, _, _ in parts for i in idx], device=input_ids.device)
+    inv = torch.empty_like(order)
+    inv[order] = torch.arange(len(order), device=order.device)
+    self._count_share('logps', None)
+    return (torch.cat([lp for _, lp, _ in parts])[inv],
+            torch.cat([e for _, _, e in parts])[inv] if compute_entropy else None, None)
+
+# %% ../nbs/11_grpo.ipynb #178c9eee
+@patch
+def _generate_single_turn(self: TimeR1Trainer, prompt_ids, images, multimodal_fields, num_generations,
+                          has_tool_images=False):
+    # Why: TRL's generate prefills every row's copy of the prompt and video; see "The shared-prompt path" above.
+    rows, gc = self._video_ctx, self.generation_config
+    why = self._share_reason()
+    if why is None and (self.use_vllm or self.use_transformers_continuous_batching or self.tools
+                        or gc.cache_implementation is not None): why = 'generation backend'
+    if why is None and len(rows) != len(prompt_ids): why = f'{len(rows)} video rows for {len(prompt_ids)} prompts'
+    self._count_share('generate', why)
+    if why is not None:
+        return super(TimeR1Trainer, self)._generate_single_turn(prompt_ids, images, multimodal_fields,
+                                                               num_generations, has_tool_images)
+    mm = (multimodal_fields or {}).get('mm_token_type_ids')
+    if not isinstance(mm, list):
+        mm = [mm_token_type_ids(torch.tensor(p), self._video_token_id, self._image_token_id).tolist()
+              for p in prompt_ids]
+    with (unwrap_model_for_generation(self.model_wrapped, self.accelerator,
+                                      gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                                      generation_kwargs=self.generation_kwargs,
+                                      gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs) as um,
+          torch.no_grad(), self._dist.summon_full_params(self.model_wrapped, recurse=False)):
+        seq = shared_generate(um, prompt_ids, mm, rows, gc, self._tokenizer.pad_token_id)
+    comp = seq[:, max(map(len, prompt_ids)):].cpu()
+    is_eos = torch.isin(comp, torch.tensor(self.eos_token_ids))
+    n = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, comp.size(1))   # up to and with the first EOS, as TRL
+    return [c[:k].tolist() for c, k in zip(comp, n)], None
 
 # %% ../nbs/11_grpo.ipynb #c20385d1
 @patch
