@@ -563,8 +563,7 @@ def grpo_step(model: str = '3b', fps: float = 2.0, clip_s: float = 16.0, size: t
               K: int = 256, betas: tuple = (0.04, 0.0), steps: int = 2, equality: bool = True,
               static_decode: bool = False, cpu_smoke: bool = False, work_dir: str = '',
               out_dir: str | None = None) -> dict:
-    ("One GRPO step of a random Qwen2.5-VL (3B or 7B shape) on case R: row-by-row (stock TRL + the video "
-     "pass-through) vs timer1's shared video/prompt path, per phase, peak memory, floor, MFU; and their maths.")
+    "One GRPO step on case R (random 3B/7B shape): row by row vs the shared video/prompt path, per phase; maths."
     import torch
     from timer1_lib.model import make_random_model, qwen_3b_config
     cuda = torch.cuda.is_available()

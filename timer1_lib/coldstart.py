@@ -474,10 +474,15 @@ def cold_start(model, processor, items, config: ColdStartConfig, out_dir, eval_i
     t0 = time.perf_counter()
     res = tr.train()
     secs = time.perf_counter() - t0
-    model = tr.accelerator.unwrap_model(tr.model)
+    if tr.is_fsdp_enabled or tr.is_deepspeed_enabled:   # sharded weights: all ranks gather, rank 0 writes, reload
+        from timer1_lib.model import load_model
+        tr.save_model(str(out)); tr.accelerator.wait_for_everyone()
+        model = load_model(out, dtype=next(tr.model.parameters()).dtype).to(tr.accelerator.device)
+    else:
+        model = tr.accelerator.unwrap_model(tr.model)
+        if tr.is_world_process_zero(): model.save_pretrained(out); tr.processing_class.save_pretrained(out)
+        tr.accelerator.wait_for_everyone()             # one writer; nobody reads a half-written file
     model.eval()
-    model.save_pretrained(out)
-    tr.processing_class.save_pretrained(out)
     # What the model now is: TRL's GRPOTrainer builds its KL reference model from `config._name_or_path`, which
     # would otherwise still name the base checkpoint, so GRPO after a cold start would regularise towards the base.
     model.config._name_or_path = str(out)
@@ -487,7 +492,8 @@ def cold_start(model, processor, items, config: ColdStartConfig, out_dir, eval_i
                    log_history=tr.state.log_history, config=args.to_dict(),
                    versions=dict(timer1=timer1_lib.__version__, transformers=transformers.__version__,
                                  trl=trl.__version__, torch=torch.__version__))
-    write_json(out / 'cold_start.json', jsonable(summary))
+    if tr.is_world_process_zero(): write_json(out / 'cold_start.json', jsonable(summary))
+    tr.accelerator.wait_for_everyone()
     return model
 
 # %% ../nbs/13_coldstart.ipynb #7182640a

@@ -12,7 +12,8 @@ import timer1_lib
 
 # %% auto #0
 __all__ = ['repo_root', 'artifacts_dir', 'resolve_path', 'atomic_write', 'write_json', 'jsonable', 'append_jsonl',
-           'is_main_process', 'log', 'parse_cli']
+           'is_main_process', 'log', 'launched_processes', 'cpu_only', 'dist_state', 'rank_world', 'broadcast_object',
+           'gather_objects', 'barrier', 'parse_cli']
 
 # %% ../nbs/07_core.ipynb #5c9f5342
 def repo_root() -> Path | None:
@@ -82,14 +83,15 @@ def append_jsonl(path: str | os.PathLike, records: Mapping | Iterable[Mapping]) 
 
 # %% ../nbs/07_core.ipynb #d458cd29
 def is_main_process() -> bool:
-    "False only when this process is known not to be rank 0 (accelerate/torch.distributed state, else `RANK`)."
+    "False only when this process is known not to be rank 0 (torch.distributed, accelerate state, else `RANK`)."
     try:
         import torch.distributed as dist
         dist_on = dist.is_available() and dist.is_initialized()
     except ImportError: dist_on = False
+    if dist_on: return dist.get_rank() == 0   # the process group's rank holds even where accelerate's state was reset
     try: from accelerate.state import PartialState
     except ImportError: PartialState = None
-    if PartialState is not None and (dist_on or PartialState._shared_state):
+    if PartialState is not None and PartialState._shared_state:
         return bool(PartialState().is_main_process)
     try: return int(os.environ.get('RANK') or 0) == 0
     except ValueError: return True
@@ -98,6 +100,53 @@ def is_main_process() -> bool:
 def log(*args, **kw) -> None:
     "`print(*args, **kw)` with `flush=True`, on the main process only."
     if is_main_process(): print(*args, **{'flush': True, **kw})
+
+# %% ../nbs/07_core.ipynb #8968f21f
+def launched_processes() -> int:
+    "How many processes the launcher started (`WORLD_SIZE` of `accelerate launch` / `torchrun`); 1 otherwise."
+    try: return max(1, int(os.environ.get('WORLD_SIZE') or 1))
+    except ValueError: return 1
+
+def cpu_only() -> bool:
+    "True on a machine without CUDA, or with ACCELERATE_USE_CPU=1: processes then talk through gloo."
+    import torch
+    return os.environ.get('ACCELERATE_USE_CPU', '').lower() in ('1', 'true', 'yes') or not torch.cuda.is_available()
+
+def dist_state():
+    ("This process's accelerate `PartialState`, started on first use; under a launcher it joins the process group: "
+     "NCCL on GPUs, gloo where `cpu_only()`.")
+    from accelerate.state import PartialState
+    return PartialState() if PartialState._shared_state else PartialState(cpu=cpu_only())
+
+def rank_world() -> tuple[int, int]:
+    "(rank, number of processes) of this process: (0, 1) in a plain run; joins the process group when launched."
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        if launched_processes() == 1: return 0, 1
+        dist_state()
+        if not dist.is_initialized(): return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+# %% ../nbs/07_core.ipynb #d620394a
+def broadcast_object(obj, src: int = 0):
+    "Process `src`'s `obj` on every process (one decision for all ranks); `obj` itself in a single-process run."
+    if rank_world()[1] == 1: return obj
+    import torch.distributed as dist
+    box = [obj]; dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+def gather_objects(obj) -> list:
+    "[rank 0's obj, rank 1's obj, ...] on every process (`[obj]` in a single-process run); picklable objects."
+    n = rank_world()[1]
+    if n == 1: return [obj]
+    import torch.distributed as dist
+    out = [None] * n; dist.all_gather_object(out, obj)
+    return out
+
+def barrier() -> None:
+    "Wait until every process gets here (nothing in a single-process run)."
+    if rank_world()[1] > 1:
+        import torch.distributed as dist; dist.barrier()
 
 # %% ../nbs/07_core.ipynb #d3375469
 def parse_cli(parser, argv=None):

@@ -16,7 +16,7 @@ from fastcore.basics import patch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .core import append_jsonl, atomic_write
+from .core import append_jsonl, atomic_write, broadcast_object, gather_objects, is_main_process, rank_world
 from .data import GroundingItem
 from .grpo import TimeR1Config, TimeR1Trainer, grounding_dataset
 from .rewards import iou as _iou
@@ -37,17 +37,19 @@ def _stored_difficulty(it: GroundingItem) -> float:
     raise ValueError(f"item {it.id!r} has neither a stored `difficulty` nor a stored `pred`; "
                      f"score it with a model: score_difficulty(model, processor, items)")
 
-def score_difficulty(model, processor, items: Sequence[GroundingItem], *, write: bool = False,
+def score_difficulty(model, processor, items: Sequence[GroundingItem], *, write: bool = False, shard: bool = False,
                      **predict_kw) -> list[float]:
-    "100*IoU of `model`'s greedy answer per item (`infer.predict`); `model=None` reads the stored `difficulty`/`pred`."
+    ("100*IoU of `model`'s greedy answer per item (`infer.predict`; `shard`: `infer.predict_sharded` over the "
+     "processes of a launched run); `model=None` reads the stored `difficulty`/`pred`.")
     items = list(items)
     if model is None: out = [_stored_difficulty(it) for it in items]
     else:
         if predict_kw.get('do_sample'):
             raise ValueError("score_difficulty decodes greedily (TimeRFT); do_sample must be False")
-        from timer1_lib.infer import predict
+        from timer1_lib.infer import predict, predict_sharded
         was_training = bool(getattr(model, 'training', False))
-        try: recs = predict(model, processor, items, **{'progress': False, **predict_kw, 'do_sample': False})
+        kw = {'progress': False, **predict_kw, 'do_sample': False}
+        try: recs = (predict_sharded if shard else predict)(model, processor, items, **kw)
         finally:
             if was_training: model.train()   # predict() leaves the model in eval mode
         out = [100.0 * float(r['iou']) for r in recs]
@@ -286,7 +288,7 @@ class CurriculumCallback(TrainerCallback):
     def run_dir(self, args) -> Path: return Path(self._run_dir or args.output_dir)
 
     def _say(self, msg: str) -> None:
-        if self.verbose: print(f"[curriculum] {msg}")
+        if self.verbose and is_main_process(): print(f"[curriculum] {msg}", flush=True)
 
 # %% ../nbs/10_curriculum.ipynb #ab882b5a
 @patch
@@ -302,15 +304,17 @@ def predict_kwargs(self: CurriculumCallback, args) -> dict:
 # %% ../nbs/10_curriculum.ipynb #ec1edb0e
 @patch
 def score(self: CurriculumCallback, model, processor, items: list[GroundingItem], args, out_path=None) -> list[float]:
-    "100*IoU per item; with several processes each scores a shard and the results are gathered."
-    from accelerate import PartialState
-    ps, kw = PartialState(), self.predict_kwargs(args)
-    if self.score_fn is score_difficulty and out_path is not None and ps.num_processes == 1:
-        kw.update(out_path=out_path, overwrite=True)
-    if ps.num_processes == 1: return [float(v) for v in self.score_fn(model, processor, items, **kw)]
-    from accelerate.utils import gather_object
-    mine = items[ps.process_index::ps.num_processes]
-    got = dict(gather_object([(it.id, float(v)) for it, v in zip(mine, self.score_fn(model, processor, mine, **kw))]))
+    "100*IoU per item; with several processes each scores whole batches of them and the results are gathered."
+    kw = self.predict_kwargs(args)
+    if self.score_fn is score_difficulty:
+        if out_path is not None: kw.update(out_path=out_path, overwrite=True)
+        return [float(v) for v in score_difficulty(model, processor, items, shard=True, **kw)]
+    rank, world = rank_world()
+    if world == 1: return [float(v) for v in self.score_fn(model, processor, items, **kw)]
+    from timer1_lib.infer import shard_batches
+    mine = [items[i] for i in shard_batches(len(items), kw['batch_size'], rank, world)]
+    got = {i: v for part in gather_objects([(it.id, float(v)) for it, v in
+                                            zip(mine, self.score_fn(model, processor, mine, **kw))]) for i, v in part}
     return [got[it.id] for it in items]
 
 # %% ../nbs/10_curriculum.ipynb #3671b1e6
@@ -328,7 +332,8 @@ def _rescore(self: CurriculumCallback, args, e: int, ids: list[str], model, proc
     "IoU in [0, 1] of each of `ids` under the current model; its predictions go to `curriculum/scores_epoch{e}.jsonl`."
     if model is None and self.score_fn is score_difficulty:   # never fall back to the stored base-model scores
         raise ValueError("CurriculumCallback.on_epoch_end: no model to re-score with (the Trainer passes `model`)")
-    out = self.run_dir(args) / 'curriculum' / f'scores_epoch{e}.jsonl' if args.should_save else None
+    sharded = rank_world()[1] > 1                               # every rank streams its part, rank 0 merges
+    out = self.run_dir(args) / 'curriculum' / f'scores_epoch{e}.jsonl' if args.should_save or sharded else None
     return [d / 100 for d in self.score(model, processing_class, [self.items[i] for i in ids], args, out)]
 
 # %% ../nbs/10_curriculum.ipynb #b409c702
@@ -356,6 +361,7 @@ def on_epoch_end(self: CurriculumCallback, args, state, control, model=None, pro
     if rescore:
         ious = self._rescore(args, e, before, model, processing_class)
         dropped = {i: round(v, 6) for i, v in zip(before, ious) if v > self.drop_iou}
+        ious, dropped = broadcast_object((ious, dropped))   # one decision (rank 0's) for every rank
     st.remaining = [i for i in before if i not in dropped]
     st.dropped.append(dropped)
     st.epoch, st.epoch_start_step = e, state.global_step

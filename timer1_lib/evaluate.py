@@ -11,7 +11,7 @@ import pandas as pd
 from fastcore.basics import patch
 
 import timer1_lib
-from .core import artifacts_dir, resolve_path, write_json
+from .core import artifacts_dir, resolve_path, write_json, is_main_process, rank_world, broadcast_object
 from .data import (GroundingItem, Annotations, FORMATS, load_annotations, load_timerft, load_tvgbench,
                              find_video, probe_duration)
 from .metrics import (DEFAULT_THRESHOLDS, DEFAULT_POINT_GT, POINT_GT_RULES, POINT_TOL, grounding_metrics,
@@ -858,8 +858,9 @@ def evaluate_checkpoint(checkpoint, dataset, cfg: EvalConfig | None = None, *, n
                         items: Sequence | None = None, model=None, processor=None,
                         progress: bool = True) -> RunResult | QARunResult:
     ("Predict `dataset` with `checkpoint` (resumable JSONL) and score it (R1 / mIoU; accuracy for a QA dataset); "
-     "writes predictions.jsonl + metrics.json.")
-    from timer1_lib.infer import predict, read_predictions
+     "writes predictions.jsonl + metrics.json. Under `accelerate launch` the processes split the items "
+     "(`infer.predict_sharded`); every process returns the whole result.")
+    from timer1_lib.infer import predict, predict_sharded, read_predictions
     from timer1_lib.model import is_tiny, think_for, video_config_for
     cfg = cfg or EvalConfig(checkpoints=[str(checkpoint)], datasets=[dataset])
     ckpt = default_checkpoint() if str(checkpoint) == 'tiny' else check_checkpoint(checkpoint)
@@ -875,8 +876,9 @@ def evaluate_checkpoint(checkpoint, dataset, cfg: EvalConfig | None = None, *, n
     threads = (0 if model.device.type != 'cpu'
                else (int(is_tiny(ckpt)) if cfg.cpu_threads == 'auto' else cfg.cpu_threads))
     with cpu_threads(threads):
-        recs = (predict_qa if qa else predict)(
-            model, processor, items, out_path=run_dir / 'predictions.jsonl', batch_size=cfg.batch_size,
+        recs = predict_sharded(
+            model, processor, items, predict_fn=predict_qa if qa else predict,
+            out_path=run_dir / 'predictions.jsonl', batch_size=cfg.batch_size,
             think=think_for(ckpt, cfg.prompt), do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
             seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
             video_config=video_config_for(ckpt, cfg.frame_size, cfg.video_fps), video_root=cfg.video_root,
@@ -887,7 +889,7 @@ def evaluate_checkpoint(checkpoint, dataset, cfg: EvalConfig | None = None, *, n
     if qa: res = QARunResult(name, spec.name, items, [parse_choice(r.get('text'), it.options)
                                                       for r, it in zip(recs, items)], **kw)
     else: res = RunResult(name, spec.name, items, [r['pred'] for r in recs], **kw, **cfg.scoring())
-    write_json(run_dir / 'metrics.json', res.to_dict())
+    if is_main_process(): write_json(run_dir / 'metrics.json', res.to_dict())
     return res
 
 # %% ../nbs/20_evaluate.ipynb #ce9a61aa
@@ -1208,8 +1210,11 @@ def _external_runs(cfg: EvalConfig, datasets: dict[str, Annotations]) -> list[Ru
     return runs
 
 def evaluate(cfg: EvalConfig | None = None, progress: bool = True, datasets: dict | None = None, **kw) -> Evaluation:
-    "Run every checkpoint of `cfg` on every dataset, add external files / baselines, write the report."
+    ("Run every checkpoint of `cfg` on every dataset, add external files / baselines, write the report; under "
+     "`accelerate launch` the processes split each dataset's items and rank 0 writes the files.")
     cfg = cfg or EvalConfig(**kw)
+    if rank_world()[1] > 1 and cfg.out_dir is None:      # one report folder: rank 0's clock names it
+        cfg.out_dir = broadcast_object(str(cfg.output_dir()))
     datasets = prepare(cfg) if datasets is None else datasets   # `datasets`: the output of `prepare(cfg)`
     runs = _external_runs(cfg, datasets)
     included = [r for p in cfg.include for r in read_metrics(p)]
@@ -1226,7 +1231,8 @@ def evaluate(cfg: EvalConfig | None = None, progress: bool = True, datasets: dic
             if torch.cuda.is_available(): torch.cuda.empty_cache()
     for b in cfg.baselines:
         runs += [baseline_run(items, b, ds, **cfg.scoring()) for ds, items in datasets.items() if not _is_qa(items)]
-    files = write_report(runs, cfg.output_dir(), cfg, included, cfg.compare_threshold)
+    files = broadcast_object(write_report(runs, cfg.output_dir(), cfg, included, cfg.compare_threshold)
+                             if is_main_process() else None)
     return Evaluation(runs, cfg, datasets, files, included)
 
 # %% ../nbs/20_evaluate.ipynb #26e77acc

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_infer.ipynb #1274047e
 from __future__ import annotations
-import json, time
+import json, time, uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -14,13 +14,15 @@ import transformers
 from tqdm import tqdm
 from transformers import GenerationConfig
 import timer1_lib
+from .core import atomic_write, rank_world, broadcast_object, gather_objects, barrier
 from .data import GroundingItem, resolve_video, read_prediction_lines
 from .video import VideoSamplingConfig, load_video, processor_video_kwargs
 from .rewards import parse_answer, iou
 from .model import build_prompt, prompt_variant, vision_token_ids, PROMPT_TEMPLATES, SYSTEM
 
 # %% auto #0
-__all__ = ['RUN_KEYS', 'PredictionConfigError', 'generation_params', 'run_config', 'read_predictions', 'predict']
+__all__ = ['RUN_KEYS', 'PredictionConfigError', 'generation_params', 'run_config', 'read_predictions', 'predict', 'rank_file',
+           'shard_batches', 'predict_sharded']
 
 # %% ../nbs/06_infer.ipynb #09759444
 class PredictionConfigError(ValueError):
@@ -150,7 +152,9 @@ def _generate_batch(model, processor, batch: list[GroundingItem], clips: list, t
     inputs = processor(text=prompts, padding=True, return_tensors='pt',
                        **processor_video_kwargs(clips, processor)).to(model.device)
     with torch.no_grad():
-        out = model.generate(**inputs, generation_config=gcfg)
+        # synced_gpus=False: each process predicts its own batches with a whole (unsharded) model; transformers
+        # would otherwise sync every token across ranks after a DeepSpeed ZeRO-3 run (a global flag) and hang
+        out = model.generate(**inputs, generation_config=gcfg, synced_gpus=False)
     return inputs, out
 
 # %% ../nbs/06_infer.ipynb #06e086d0
@@ -207,3 +211,76 @@ def predict(model, processor, items: Iterable[GroundingItem], *, out_path=None, 
         bar.close(); tok.padding_side = old_side; clip_batches.close()
         if f is not None: f.close()
     return [done[it.id] if it.id in done else new[it.id] for it in items]
+
+# %% ../nbs/06_infer.ipynb #54550f0c
+def rank_file(out_path, rank: int) -> Path:
+    "Where process `rank` of a sharded run streams its records: `<stem>.rank<rank><suffix>` next to `out_path`."
+    p = Path(out_path)
+    return p.with_name(f'{p.stem}.rank{rank}{p.suffix}')
+
+def _rank_files(out_path) -> list[Path]:
+    p = Path(out_path)
+    return sorted(p.parent.glob(f'{p.stem}.rank*{p.suffix}'))
+
+def shard_batches(n: int, batch_size: int, rank: int, world: int) -> list[int]:
+    "Indices of `n` items that `rank` of `world` processes predicts: batches rank, rank + world, ... of `batch_size`."
+    return [i for b in range(rank, -(-n // batch_size), world)
+            for i in range(b * batch_size, min(n, (b + 1) * batch_size))]
+
+# %% ../nbs/06_infer.ipynb #3783630c
+def _resume_state(predict_fn, model, processor, out_path, overwrite: bool, kw: dict) -> tuple[str | None, dict]:
+    "(why the files cannot be resumed, or None; records already predicted by id) of `out_path` and its rank files."
+    files = [f for f in [Path(out_path), *_rank_files(out_path)] if f.is_file() and f.stat().st_size]
+    if overwrite:
+        for f in files: f.unlink()
+        return None, {}
+    if not files: return None, {}
+    probe = Path(out_path).with_name(f'.{Path(out_path).stem}.{uuid.uuid4().hex[:8]}.header.jsonl')
+    try:                                      # the header this run writes: predict_fn on no items
+        predict_fn(model, processor, [], out_path=probe, progress=False, **kw); header = read_predictions(probe)[0]
+    finally: probe.unlink(missing_ok=True)
+    done = {}
+    for f in files:
+        old, recs, _ = read_prediction_lines(f)
+        diff = _config_diff(old, header)
+        if diff:
+            return (f"{f} was written with a different run config ({', '.join(diff)}): "
+                    + '; '.join(f"{k}: {old.get(k)!r} -> {header.get(k)!r}" for k in diff)
+                    + ". Use another out_path, or overwrite=True to start it afresh."), {}
+        done.update({r['id']: r for r in recs})
+    return None, done
+
+def _merge(out_path, header_file, by_id: dict, items: list) -> None:
+    "Write `out_path` (header of `header_file`, the records of `items` in order, then any others); drop rank files."
+    order = [it.id for it in items]
+    ids = order + [i for i in by_id if i not in set(order)]
+    atomic_write(out_path, json.dumps(read_predictions(header_file)[0]) + '\n'
+                 + ''.join(json.dumps(by_id[i]) + '\n' for i in ids))
+    for f in _rank_files(out_path): f.unlink()
+
+# %% ../nbs/06_infer.ipynb #b3a2eb75
+def predict_sharded(model, processor, items: Iterable, *, out_path=None, batch_size: int = 4, overwrite: bool = False,
+                    progress: bool = True, predict_fn: Callable | None = None, **kw) -> list[dict]:
+    ("`predict` (or `predict_fn`) of `items` split by whole batches over the processes of a launched run; every "
+     "process returns all records in item order; rank 0 merges `out_path` (resumable with any process count).")
+    predict_fn = predict_fn or predict
+    items = _check_items(items, batch_size)
+    rank, world = rank_world()
+    if world == 1 and (out_path is None or not _rank_files(out_path)):
+        return predict_fn(model, processor, items, out_path=out_path, batch_size=batch_size, overwrite=overwrite,
+                          progress=progress, **kw)
+    kw = dict(kw, batch_size=batch_size)
+    err, done = (_resume_state(predict_fn, model, processor, out_path, overwrite, kw)
+                 if out_path is not None and rank == 0 else (None, {}))
+    err, done = broadcast_object((err, done))      # one view of what is done, taken before any rank writes
+    if err: raise PredictionConfigError(err)
+    pending = [it for it in items if it.id not in done]
+    mine = [pending[i] for i in shard_batches(len(pending), batch_size, rank, world)]
+    recs = predict_fn(model, processor, mine, out_path=None if out_path is None else rank_file(out_path, rank),
+                      progress=progress and rank == 0, **kw)
+    by_id = dict(done)
+    for part in gather_objects(recs): by_id.update({r['id']: r for r in part})
+    if out_path is not None:
+        if rank == 0: _merge(out_path, rank_file(out_path, 0), by_id, items)
+        barrier()                                  # nobody reads out_path before it is whole
+    return [by_id[it.id] for it in items]

@@ -1012,6 +1012,14 @@ def _records(p: VideoPlan, heldout) -> list:
             for j, q in enumerate(p.queries)]
 
 # %% ../nbs/04_synth.ipynb #0b779007
+def _need_pyav(root: Path) -> None:
+    "Encoding needs PyAV: say so before any work (decord, on the GPU machine, only decodes)."
+    import importlib.util
+    if importlib.util.find_spec('av') is None:
+        raise ModuleNotFoundError(f"SynthTVG generation of {root} encodes its videos with PyAV, which is not "
+                                  "installed (pip install av); or copy an already generated split there "
+                                  "(e.g. artifacts/data/synthtvg-learn for the 'synth' and 'synth-qa' datasets)")
+
 def generate(cfg: SynthConfig, out_dir, workers: int = 1, overwrite: bool = False,
              progress: bool = False) -> SynthSplits:
     "Write the SynthTVG videos and TimeRFT annotations of `cfg` to `out_dir` (reused when already complete)."
@@ -1030,6 +1038,7 @@ def generate(cfg: SynthConfig, out_dir, workers: int = 1, overwrite: bool = Fals
     elif root.exists() and any(root.iterdir()) and not overwrite and not (root / 'videos').exists():
         raise FileExistsError(f'{root} is not empty and has no SynthTVG manifest; '
                               'pass overwrite=True or use another out_dir')
+    _need_pyav(root)
     if man_p.exists(): man_p.unlink()
     if overwrite and (root / 'videos').exists(): shutil.rmtree(root / 'videos')
     t0 = time.perf_counter()

@@ -143,7 +143,7 @@ from pathlib import Path
 from fastcore.basics import patch
 from transformers import TrainerCallback
 
-from .core import write_json
+from .core import gather_objects, write_json
 from .curriculum import CurriculumTrainer
 from .grpo import TimeR1Config, TimeR1Trainer, reward_names, unique_index, video_rows
 from .rewards import completion_text, parse_answer, segment_score
@@ -238,15 +238,17 @@ def reasoning_token_mask(tokenizer, ids, tokens: str = 'think') -> list[bool]:
 
 # %% ../nbs/15_taro.ipynb #6589b72f
 def group_permutations(frame_times: Sequence, segments: Sequence, group_size: int, window: float = 3.0,
-                       per_completion: bool = False, seed: int = 0, step: int = 0) -> list[torch.LongTensor]:
+                       per_completion: bool = False, seed: int = 0, step: int = 0,
+                       group_offset: int = 0) -> list[torch.LongTensor]:
     ("One boundary-shuffle permutation per row (rows in consecutive groups of `group_size`): shared by a group, or "
-     "one per row with `per_completion`; seeded from (seed, step, group).")
+     "one per row with `per_completion`; seeded from (seed, step, global group index = group_offset + local).")
     if len(frame_times) != len(segments):
         raise ValueError(f"{len(frame_times)} frame-time rows, {len(segments)} segments")
     if len(segments) % group_size: raise ValueError(f"{len(segments)} rows is not a multiple of G={group_size}")
     out = []
     for g0 in range(0, len(segments), group_size):
-        gen = torch.Generator().manual_seed((seed * 1_000_003 + step * 10_007 + g0 // group_size) % 2 ** 62)
+        g = group_offset + g0 // group_size
+        gen = torch.Generator().manual_seed((seed * 1_000_003 + step * 10_007 + g) % 2 ** 62)
         shared = shuffle_near_boundaries(frame_times[g0], segments[g0], window, gen)
         for i in range(g0, g0 + group_size):
             same = not per_completion or i == g0
@@ -270,8 +272,9 @@ class TemporalSensitivityReward:
                 raise RuntimeError(f"temporal_sensitivity: rows {g0}..{g0 + G - 1} are not one prompt's G rollouts")
         tok = tr.processing_class.tokenizer
         masks = [reasoning_token_mask(tok, c, a.taro_tokens) for c in completion_ids]
-        perms = group_permutations([c.timestamps for c in clips], segment, G, a.taro_window,
-                                   a.taro_shuffle == 'per_completion', a.taro_seed, tr.state.global_step)
+        perms = group_permutations([c.timestamps for c in clips], segment, G, a.taro_window,   # global group index:
+                                   a.taro_shuffle == 'per_completion', a.taro_seed, tr.state.global_step,  # any N
+                                   tr.accelerator.process_index * (len(pids) // G))
         p, q = self.sequence_logps(pids, completion_ids, masks, rows, tr._shuffled_rows(clips, perms))
         ious = [segment_score('iou', parse_answer(completion_text(c)), s, d, w) for c, s, d, w in
                 zip(completions, segment, duration, windows or [None] * len(segment))]
@@ -398,9 +401,11 @@ def _caption_rows(row) -> list:
 def plan_rollouts(self: TaroTrainer, inputs: list[dict]) -> list[dict | None]:
     "Per row: None (a free rollout) or its reasoning prefix as dict(k, text, ids)."
     caps = [_caption_rows(r) for r in inputs]
-    rank = self.accelerator.process_index
-    ks = draw_constructed([len(c) for c in caps], self.constructed_p(), self.args.taro_seed,
-                          self.state.global_step * 4099 + rank)
+    # one draw over the global batch (ranks hold consecutive slices of it), so the plan does not depend on N
+    rank, n = self.accelerator.process_index, len(inputs)
+    counts = [k for part in gather_objects([len(c) for c in caps]) for k in part]
+    ks = draw_constructed(counts, self.constructed_p(), self.args.taro_seed,
+                          self.state.global_step * 4099)[rank * n:(rank + 1) * n]
     tok, out = self.processing_class.tokenizer, []
     for r, c, k in zip(inputs, caps, ks):
         if not k: out.append(None); continue

@@ -18,13 +18,15 @@ from typing import Any
 
 from fastcore.basics import patch
 
-from .core import artifacts_dir, resolve_path, write_json, is_main_process, log, parse_cli
+from .core import (artifacts_dir, resolve_path, write_json, is_main_process, log, parse_cli, barrier,
+                             broadcast_object, cpu_only, launched_processes)
 
 # %% auto #0
 __all__ = ['REPRODUCIBLE_CPU_ENV', 'PRESETS', 'PRESET_HELP', 'METHODS', 'DIFFICULTY_MODELS', 'REPORT_TO', 'TARO_FIELDS',
-           'DISK_SLACK', 'PHASE_NAMES', 'TrainConfig', 'parameter_table', 'TrainPlan', 'TrainingRun', 'disk_needed',
-           'score_predictions', 'draw_sigma', 'StepPrinter', 'StopAfterEpochs', 'device_info', 'plot_curves',
-           'TrainResult', 'run_training', 'make_parser', 'parse_args', 'main']
+           'DISK_SLACK', 'PHASE_NAMES', 'ACCELERATE_CONFIGS', 'TrainConfig', 'parameter_table', 'TrainPlan',
+           'check_processes', 'TrainingRun', 'disk_needed', 'score_predictions', 'draw_sigma', 'StepPrinter',
+           'StopAfterEpochs', 'device_info', 'plot_curves', 'TrainResult', 'run_training', 'accelerate_config_file',
+           'LaunchError', 'stream_command', 'launch_command', 'launch_training', 'make_parser', 'parse_args', 'main']
 
 # %% ../nbs/14_train.ipynb #7a885f2a
 PRESETS: dict[str, dict[str, Any]] = {
@@ -404,8 +406,18 @@ class TrainPlan:
     out: Path
     resume: Path | None
     video_root: str | None
+    processes: int = 1    # processes of the run (`accelerate launch`); each rolls out prompts_per_step / processes
 
 # %% ../nbs/14_train.ipynb #54345db7
+def check_processes(cfg: TrainConfig, n: int) -> int:
+    ("`n` processes split every GRPO step's `prompts_per_step` prompts into whole groups (the step is the one-process "
+     "step): ValueError unless `n` divides it.")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1: _bad('num_processes', n, "must be an integer >= 1")
+    if cfg.grpo and cfg.prompts_per_step % n:
+        _bad('prompts_per_step', cfg.prompts_per_step, f"must be a multiple of the {n} processes: each process rolls "
+             f"out prompts_per_step / {n} prompts' whole groups (the step stays the one-process step)")
+    return n
+
 def _resume_checkpoint(cfg: TrainConfig, out: Path) -> Path | None:
     from timer1_lib.curriculum import last_complete_checkpoint
     if not cfg.resume_from_checkpoint: return None
@@ -437,16 +449,22 @@ def plan(self: TrainConfig) -> TrainPlan:
         _bad('reward_weights', self.reward_weights, f"has {len(weights)} weights for {len(rewards)} rewards {rewards}")
     out = resolve_path(self.out_dir) if self.out_dir else (
         artifacts_dir() / 'runs' / datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d-%H%M%S'))
+    n = check_processes(self, launched_processes())
+    if n > 1: out = Path(broadcast_object(str(out)))     # one run folder: rank 0's clock names it
     threads = (1 if tiny else 0) if self.cpu_threads == 'auto' else int(self.cpu_threads)
     return TrainPlan(ckpt, tiny, think, rewards, weights, self.max_completion_length or (200 if think else 32),
                      self.eval_max_new_tokens or (256 if think else 32),
                      video_config_for(ckpt, parse_frame_size(self.frame_size)), threads, out,
-                     _resume_checkpoint(self, out), str(resolve_path(self.video_root)) if self.video_root else None)
+                     _resume_checkpoint(self, out), str(resolve_path(self.video_root)) if self.video_root else None, n)
 
 # %% ../nbs/14_train.ipynb #84903f21
 def _video_kw(p: TrainPlan) -> dict:
     return dict(video_fps=p.video.fps, video_frame_size=list(p.video.size) if p.video.size else None,
                 video_root=p.video_root)
+
+def _processes_kw(p: TrainPlan) -> dict:
+    "Several CPU processes: TrainingArguments must be told `use_cpu`, else it sets accelerate up as one process."
+    return dict(use_cpu=True) if p.processes > 1 and cpu_only() else {}
 
 TARO_FIELDS = ('taro_cre', 'taro_cre_fraction', 'taro_warmup_epochs', 'taro_decay', 'taro_window', 'taro_alpha',
                'taro_margin', 'taro_gate', 'taro_iou_gate', 'taro_tokens', 'taro_shuffle', 'taro_bc_coef',
@@ -461,7 +479,8 @@ def grpo_config(self: TrainConfig, p: TrainPlan):
     return (TaroConfig if taro else TimeR1Config)(**taro,
         output_dir=str(p.out / 'grpo'), report_to=self.report_to, seed=self.seed,
         reward_funcs=p.reward_funcs, reward_weights=p.reward_weights, num_generations=self.num_generations,
-        per_device_train_batch_size=self.num_generations * self.prompts_per_step, temperature=self.temperature,
+        per_device_train_batch_size=self.num_generations * self.prompts_per_step // p.processes,
+        temperature=self.temperature, **_processes_kw(p),
         max_completion_length=p.max_completion_length, beta=self.beta, loss_type=self.loss_type,
         freeze_vision=self.freeze_vision, learning_rate=self.learning_rate, lr_scheduler_type=self.lr_scheduler_type,
         gradient_checkpointing=not p.tiny, num_train_epochs=self.num_train_epochs, logging_steps=1,
@@ -469,11 +488,12 @@ def grpo_config(self: TrainConfig, p: TrainPlan):
 
 @patch
 def coldstart_config(self: TrainConfig, p: TrainPlan):
-    "The `ColdStartConfig` of the SFT cold start (batch 8, a log line every 10 steps)."
+    "The `ColdStartConfig` of the SFT cold start (batch 8 over all processes, a log line every 10 steps)."
     from timer1_lib.coldstart import ColdStartConfig
     return ColdStartConfig(
         output_dir=str(p.out / 'coldstart' / 'trainer'), report_to=self.report_to,
-        seed=self.seed, max_steps=max(self.cold_start_steps, 1), per_device_train_batch_size=8,
+        seed=self.seed, max_steps=max(self.cold_start_steps, 1), per_device_train_batch_size=-(-8 // p.processes),
+        **_processes_kw(p),
         learning_rate=self.cold_start_lr, logging_steps=10, save_strategy='no', gradient_checkpointing=False,
         think=p.think, freeze_vision=self.freeze_vision, disable_tqdm=True, **_video_kw(p))
 
@@ -487,7 +507,7 @@ def record_config(self: TrainConfig, p: TrainPlan) -> dict:
         reward_funcs=p.reward_funcs, reward_weights=p.reward_weights, max_completion_length=p.max_completion_length,
         eval_max_new_tokens=p.eval_max_new_tokens, frame_size=list(p.video.size) if p.video.size else None,
         cpu_threads=torch.get_num_threads(), video_root=p.video_root or '', out_dir=str(p.out),
-        resume_from_checkpoint=str(p.resume) if p.resume else '')
+        resume_from_checkpoint=str(p.resume) if p.resume else '', num_processes=p.processes)
 
 def _taro_line(v: TrainConfig, p: TrainPlan) -> str:
     if v.method != 'taro': return ''
@@ -513,8 +533,10 @@ def describe(self: TrainConfig, p: TrainPlan) -> str:
             f"{v.num_train_epochs} epochs, lr {v.learning_rate:g} ({v.lr_scheduler_type}), beta {v.beta}, "
             f"{v.loss_type}, "
             f"T={v.temperature}, {p.max_completion_length} tokens, rewards {','.join(p.reward_funcs)}\n"
-            + _taro_line(v, p) +
-            f"out_dir:    {p.out}" + (f"\nresume:     {p.resume}" if p.resume else ''))
+            + _taro_line(v, p)
+            + (f"processes:  {p.processes} (each rolls out {v.prompts_per_step // p.processes} of the "
+               f"{v.prompts_per_step} prompts a step)\n" if p.processes > 1 else '')
+            + f"out_dir:    {p.out}" + (f"\nresume:     {p.resume}" if p.resume else ''))
 
 # %% ../nbs/14_train.ipynb #0f86a03a
 class TrainingRun:
@@ -672,9 +694,14 @@ def load_model(self: TrainingRun):
     import torch
     from timer1_lib.model import load_model, load_processor
     self.processor = load_processor(self.plan.checkpoint)
-    dtype = torch.float32 if self.plan.tiny or not torch.cuda.is_available() else torch.bfloat16
-    self.model = load_model(self.plan.checkpoint, dtype=dtype)
-    if torch.cuda.is_available(): self.model = self.model.cuda()
+    self.model = load_model(self.plan.checkpoint, dtype=self.dtype())
+    if torch.cuda.is_available(): self.model = self.model.cuda()   # this rank's GPU (accelerate set it)
+
+@patch
+def dtype(self: TrainingRun):
+    "float32 for tiny models and on CPU, else bfloat16."
+    import torch
+    return torch.float32 if self.plan.tiny or not torch.cuda.is_available() else torch.bfloat16
 
 # %% ../nbs/14_train.ipynb #56bec00d
 def score_predictions(items, records, name: str = 'model', dataset: str = 'test') -> dict:
@@ -689,15 +716,17 @@ def score_predictions(items, records, name: str = 'model', dataset: str = 'test'
 # %% ../nbs/14_train.ipynb #1a89d454
 @patch
 def evaluate(self: TrainingRun, phase: str) -> dict:
-    "Greedy R1/mIoU of the current model on the test items as `record['metrics'][phase]` (reused when resuming)."
-    from timer1_lib.infer import predict
+    ("Greedy R1/mIoU of the current model on the test items as `record['metrics'][phase]` (reused when resuming); "
+     "several processes split the items (`infer.predict_sharded`).")
+    from timer1_lib.infer import predict_sharded
     if phase in self.record['metrics']:
         log(f"[eval] {phase}: recorded in {self.metrics_path}, not re-evaluated"); return self.record['metrics'][phase]
     t0, p = time.perf_counter(), self.plan
     log(f"[eval] {phase}: {len(self.test_items)} items")
-    recs = predict(self.model, self.processor, self.test_items, batch_size=self.cfg.eval_batch_size, think=p.think,
-                   max_new_tokens=p.eval_max_new_tokens, video_config=p.video, video_root=p.video_root,
-                   out_path=self.out / f'eval_{phase}.jsonl', overwrite=True, progress=True)
+    recs = predict_sharded(self.model, self.processor, self.test_items, batch_size=self.cfg.eval_batch_size,
+                           think=p.think, max_new_tokens=p.eval_max_new_tokens, video_config=p.video,
+                           video_root=p.video_root, out_path=self.out / f'eval_{phase}.jsonl', overwrite=True,
+                           progress=True)
     m = score_predictions(self.test_items, recs) | {'seconds': time.perf_counter() - t0}
     if self.qa_items: m |= self.evaluate_qa(phase)
     self.record['metrics'][phase] = m; self.timings[f'eval_{phase}_s'] = m['seconds']; self.save_record()
@@ -707,14 +736,17 @@ def evaluate(self: TrainingRun, phase: str) -> dict:
 @patch
 def evaluate_qa(self: TrainingRun, phase: str) -> dict:
     "Multiple-choice VideoQA accuracy of the current model (`qa_<phase>.jsonl`): `qa_accuracy`, `qa_parsed`, by type."
-    from timer1_lib.videoqa import evaluate_qa
+    from timer1_lib.infer import predict_sharded
+    from timer1_lib.videoqa import predict_qa, qa_accuracy
     p, t0 = self.plan, time.perf_counter()
     log(f"[eval] {phase}: {len(self.qa_items)} QA items")
-    q = evaluate_qa(self.model, self.processor, self.qa_items, out_path=self.out / f'qa_{phase}.jsonl',
-                    batch_size=self.cfg.eval_batch_size, max_new_tokens=p.eval_max_new_tokens, video_config=p.video,
-                    think=p.think, video_root=p.video_root, overwrite=True, progress=True,
-                    scoring=self.cfg.qa_scoring if self.cfg.qa_scoring != 'auto' else
-                    ('likelihood' if p.tiny else 'generate'))
+    recs = predict_sharded(self.model, self.processor, self.qa_items, predict_fn=predict_qa,
+                           out_path=self.out / f'qa_{phase}.jsonl', batch_size=self.cfg.eval_batch_size,
+                           max_new_tokens=p.eval_max_new_tokens, video_config=p.video, think=p.think,
+                           video_root=p.video_root, overwrite=True, progress=True,
+                           scoring=self.cfg.qa_scoring if self.cfg.qa_scoring != 'auto' else
+                           ('likelihood' if p.tiny else 'generate'))
+    q = qa_accuracy(recs, self.qa_items)
     self.timings[f'qa_{phase}_s'] = time.perf_counter() - t0
     return dict(qa_accuracy=q['accuracy'], qa_parsed=q['parsed'], qa_n=q['n'], qa_by_type=q['by_type'])
 
@@ -765,7 +797,7 @@ def select_curriculum(self: TrainingRun) -> list:
                else f"scored with the {'loaded checkpoint' if c.difficulty_model == 'base' else 'starting model'}"))
         diff = score_difficulty(None if stored else self.model, self.processor, pool, batch_size=c.eval_batch_size,
                                 max_new_tokens=p.max_completion_length, think=p.think, video_config=p.video,
-                                video_root=p.video_root, progress=True)
+                                video_root=p.video_root, progress=True, shard=True)
         idx = gaussian_sample(diff, c.sample_k, mu=c.sample_mu, sigma=draw_sigma(c), mode=c.sample_mode, seed=c.seed)
         self.selection = dict(ids=[pool[i].id for i in idx], difficulty={pool[i].id: diff[i] for i in idx},
                               pool_difficulty=diff, scored_by='stored' if stored else c.difficulty_model,
@@ -809,6 +841,16 @@ class StopAfterEpochs(TrainerCallback):
 
 # %% ../nbs/14_train.ipynb #ad6fab66
 @patch
+def whole_model(self: TrainingRun, tr, out: Path):
+    ("The trained model as one plain module on every rank: DDP's unwrapped; FSDP's / ZeRO-3's shards gathered into "
+     "`out` (written once) and loaded back, so that evaluation and `save_pretrained` see whole weights.")
+    if not (tr.is_fsdp_enabled or tr.is_deepspeed_enabled): return tr.accelerator.unwrap_model(tr.model).eval()
+    import torch
+    from timer1_lib.model import load_model
+    tr.save_model(str(out)); barrier()
+    return load_model(out, dtype=self.dtype()).to('cuda' if torch.cuda.is_available() else 'cpu').eval()
+
+@patch
 def grpo(self: TrainingRun, items: list):
     ("Video GRPO over the drawn items with TimeRFT's per-epoch filtering (`CurriculumTrainer`; method='taro': "
      "`TaroCurriculumTrainer`), resumable.")
@@ -826,7 +868,7 @@ def grpo(self: TrainingRun, items: list):
     log(f"[grpo] {len(items)} items, {tr.steps_per_epoch(len(items))} steps/epoch, up to {c.num_train_epochs} epochs"
         + (f", resuming {p.resume}" if p.resume else ''))
     res = tr.train(resume_from_checkpoint=str(p.resume) if p.resume else None)
-    self.model, cur = tr.accelerator.unwrap_model(tr.model).eval(), tr.curriculum.state
+    self.model, cur = self.whole_model(tr, self.out / 'model'), tr.curriculum.state
     self.timings['grpo_s'] = time.perf_counter() - t0 + self.record['timings'].get('grpo_s', 0) * bool(p.resume)
     stopped = cur.stopped or (f'stop_after_epochs={c.stop_after_epochs}'
                               if c.stop_after_epochs and cur.epoch < c.num_train_epochs else None)
@@ -842,11 +884,13 @@ def grpo(self: TrainingRun, items: list):
 def device_info() -> dict:
     "The device a run used: GPU name and peak memory, or CPU, core count and torch threads."
     import torch
+    n = {'processes': launched_processes()} if launched_processes() > 1 else {}
     if torch.cuda.is_available():
         return dict(name=torch.cuda.get_device_name(), peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30,
-                    torch=torch.__version__)
+                    torch=torch.__version__, **n)
     return dict(name=platform.processor() or platform.machine(), cpus=os.cpu_count(), threads=torch.get_num_threads(),
-                torch=torch.__version__, reproducible_cpu_env={k: os.environ.get(k) for k in REPRODUCIBLE_CPU_ENV})
+                torch=torch.__version__, reproducible_cpu_env={k: os.environ.get(k) for k in REPRODUCIBLE_CPU_ENV},
+                **n)
 
 @patch
 def finish(self: TrainingRun):
@@ -905,6 +949,12 @@ class TrainResult:
         qa = ['qa_accuracy', 'qa_n'] if 'qa_accuracy' in df else []
         return df[['R1@0.3', 'R1@0.5', 'R1@0.7', 'mIoU', 'parsed', 'n', *qa]].rename(
             columns={'qa_accuracy': 'QA acc', 'qa_n': 'QA n'})
+    @classmethod
+    def from_dir(cls, out_dir) -> TrainResult:
+        "The result of the run in `out_dir`, read back from its `metrics.json` (e.g. after `launch_training`)."
+        out = Path(out_dir)
+        rec = json.loads((out / 'metrics.json').read_text())
+        return cls(out, rec, list(rec.get('grpo', {}).get('curriculum', [])))
     def files(self) -> dict:
         "The run's main files that exist, by name."
         o = self.out_dir
@@ -940,6 +990,89 @@ def run_training(cfg: TrainConfig | None = None, *, show=None, **overrides) -> T
     run.finish()
     if cfg.grpo and is_main_process(): plot_curves(run.out / 'grpo', run.out / 'curves.png')
     return TrainResult(run.out, run.record, history)
+
+# %% ../nbs/14_train.ipynb #38cd8d69
+ACCELERATE_CONFIGS = {
+    'fsdp2': 'FSDP2 (torch fully_shard) over the GPUs: the default on GPUs',
+    'zero3': 'DeepSpeed ZeRO-3 over the GPUs (needs: pip install deepspeed)',
+    'ddp': 'plain data parallel, a whole model on each GPU (small models)',
+    'cpu': 'data parallel over CPU processes with gloo, on a machine without CUDA (tests, CI)',
+}
+
+def accelerate_config_file(name: str = 'fsdp2') -> Path:
+    ("The accelerate config file `name` (`ACCELERATE_CONFIGS`, shipped in `timer1_lib/assets/accelerate/`) or the "
+     "path of your own; a DeepSpeed config without DeepSpeed installed: ImportError naming `pip install deepspeed`.")
+    import importlib.util, yaml, timer1_lib
+    shipped = Path(timer1_lib.__file__).parent / 'assets' / 'accelerate' / f'{name}.yaml'
+    path = shipped if name in ACCELERATE_CONFIGS else resolve_path(name)
+    if not path.is_file():
+        _bad('accelerate_config', name, f"is neither one of {list(ACCELERATE_CONFIGS)} nor a file ({path})")
+    kind = (yaml.safe_load(path.read_text()) or {}).get('distributed_type')
+    if kind == 'DEEPSPEED' and importlib.util.find_spec('deepspeed') is None:
+        raise ImportError(f"accelerate_config={name!r} runs DeepSpeed ZeRO, which is not installed: pip install "
+                          "deepspeed (or choose accelerate_config='fsdp2', which needs nothing more)")
+    return path
+
+# %% ../nbs/14_train.ipynb #beabcd01
+class LaunchError(RuntimeError):
+    "A launched training run failed; the message ends with its last log lines."
+
+def stream_command(cmd, *, echo=None, tail: int = 40, env=None, cwd=None) -> tuple[int, list[str]]:
+    ("Run `cmd`, passing its output (stdout and stderr, as it comes: progress bars keep their carriage returns) to "
+     "`echo` (default: this process's stdout); (exit status, its last `tail` lines as a terminal shows them).")
+    import codecs, collections, signal, subprocess
+    echo = echo or (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                            start_new_session=True)     # its own process group: an interrupt stops every rank
+    dec, lines, cur = codecs.getincrementaldecoder('utf-8')('replace'), collections.deque(maxlen=tail), ''
+    try:
+        while chunk := proc.stdout.read1(1 << 16):
+            s = dec.decode(chunk); echo(s)
+            *done, cur = (cur + s).split('\n')
+            lines.extend(d.rsplit('\r', 1)[-1] for d in done)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGTERM); proc.wait(); raise
+    if cur: lines.append(cur.rsplit('\r', 1)[-1])
+    return proc.wait(), list(lines)
+
+# %% ../nbs/14_train.ipynb #8b83b6bb
+def launch_command(config_file, num_processes: int, acc: str = 'fsdp2', preset: str = 'cpu',
+                   module: str = 'timer1_lib.train', **launch_kw) -> list[str]:
+    ("`accelerate launch` (shipped config `acc`, or a file) of `python -m <module> --config <config_file>` on "
+     "`num_processes` processes of one machine "
+     "(`launch_kw`: more accelerate flags, e.g. num_machines=2, machine_rank=0, main_process_ip='10.0.0.1').")
+    flags = [x for k, v in launch_kw.items() for x in (f'--{k}', str(v))]
+    return [sys.executable, '-m', 'accelerate.commands.launch', '--config_file', str(accelerate_config_file(acc)),
+            '--num_processes', str(num_processes), *flags, '-m', module, '--preset', preset,
+            '--config', str(config_file)]
+
+# %% ../nbs/14_train.ipynb #50b0fd6a
+def _first_error(lines: list[str]) -> str:
+    "The first Python exception line of a failed run's log (not torchrun's own ChildFailedError), else '?'."
+    import re
+    pat = re.compile(r'^(?:\[rank\d+\]:\s*)?([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b.*)')
+    return next((m[1] for x in lines if (m := pat.match(x)) and 'ChildFailedError' not in x), '?')
+
+def launch_training(cfg: TrainConfig, num_processes: int, accelerate_config: str | None = None, *, echo=None,
+                    tail: int = 40, env=None, **launch_kw) -> TrainResult:
+    ("Run `cfg` as `accelerate launch -m timer1_lib.train` on `num_processes` processes (GPUs), its output streamed "
+     "to `echo`; its `TrainResult`, or LaunchError with the last `tail` log lines.")
+    import yaml
+    check_processes(cfg, num_processes)
+    acc = accelerate_config or ('cpu' if cpu_only() else 'fsdp2')
+    accelerate_config_file(acc)                                   # a missing DeepSpeed fails here, before launching
+    out = resolve_path(cfg.out_dir) if cfg.out_dir else (
+        artifacts_dir() / 'runs' / datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d-%H%M%S'))
+    out.mkdir(parents=True, exist_ok=True)
+    conf = out / 'launch_config.yaml'
+    conf.write_text(yaml.safe_dump(cfg.to_dict() | {'out_dir': str(out)}, sort_keys=False))
+    cmd = launch_command(conf, num_processes, acc, getattr(cfg, '_preset', None) or 'cpu', **launch_kw)
+    log(f"[launch] {num_processes} processes ({acc}): {' '.join(cmd)}")
+    rc, last = stream_command(cmd, echo=echo, tail=max(tail, 400), env=env)
+    if rc:
+        raise LaunchError(f"training on {num_processes} processes failed (exit status {rc}): {_first_error(last)}\n"
+                          f"run folder {out}; its last {min(tail, len(last))} log lines:\n" + '\n'.join(last[-tail:]))
+    return TrainResult.from_dir(out)
 
 # %% ../nbs/14_train.ipynb #a3074db6
 def make_parser(prog: str = 'python -m timer1_lib.train'):
