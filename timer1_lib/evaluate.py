@@ -11,7 +11,8 @@ import pandas as pd
 from fastcore.basics import patch
 
 import timer1_lib
-from .core import artifacts_dir, resolve_path, write_json, is_main_process, rank_world, broadcast_object
+from .core import (artifacts_dir, resolve_path, write_json, is_main_process, rank_world,
+                             broadcast_object, log)
 from .data import (GroundingItem, Annotations, FORMATS, load_annotations, load_timerft, load_tvgbench,
                              find_video, probe_duration)
 from .metrics import (DEFAULT_THRESHOLDS, DEFAULT_POINT_GT, POINT_GT_RULES, POINT_TOL, grounding_metrics,
@@ -1174,12 +1175,23 @@ def _readable(items: list, cfg: EvalConfig, name: str) -> list:
     drop = {id(it) for it, _, _ in bad}
     return [it for it in items if id(it) not in drop]
 
+def _report_skipped(ann: Annotations, name: str, out_dir) -> None:
+    "Records the loader could not use (`ann.skipped`): one log line and `bad_records_<dataset>.txt` (index, id, why)."
+    bad = ann.skipped
+    if not bad or not is_main_process(): return
+    listing = Path(out_dir) / f'bad_records_{_slug(name)}.txt'
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text(''.join(f"{r.index}\t{r.id}\t{r.reason}\n" for r in bad))
+    log(f"[data] {name}: {len(bad)} annotation record(s) of {ann.path} skipped as unusable, e.g. record {bad[0].index}"
+        f" ({bad[0].reason}); evaluating the other {len(ann)}; list in {listing}")
+
 def prepare(cfg: EvalConfig) -> dict[str, Annotations]:
     ("Load every dataset of `cfg` and check its videos (when checkpoints will run: each exists and opens); "
      "nothing touches a model.")
     out = {}
     for spec in cfg.specs:
         ann = load_dataset(spec, cfg.video_root, cfg.limit)
+        _report_skipped(ann, spec.name, cfg.output_dir())
         # Charades durations come from the videos
         if cfg.checkpoints or any(it.duration == _NO_DURATION for it in ann):
             kept = check_videos(ann, cfg.video_root, cfg.exclude_missing, spec.name, cfg.output_dir())

@@ -27,7 +27,7 @@ from .video import FrameCache, VideoArgs, load_video, processor_video_kwargs
 # %% auto #0
 __all__ = ['LOSS_TYPES', 'reward_names', 'reward_label', 'TimeR1Config', 'grounding_rows', 'grounding_dataset',
            'toy_grounding_items', 'mm_token_type_ids', 'video_model_inputs', 'TimeR1Trainer', 'unique_index',
-           'video_rows', 'GroundingLogCallback', 'NonFiniteGradGuard']
+           'video_rows', 'GroundingLogCallback', 'NonFiniteGradGuard', 'CheckpointWriteError']
 
 # %% ../nbs/11_grpo.ipynb #d1291a73
 LOSS_TYPES = {
@@ -568,3 +568,21 @@ def _load_from_checkpoint(self: TimeR1Trainer, resume_from_checkpoint, model=Non
     saved = type(model).from_pretrained(ckpt, dtype=model.dtype, local_files_only=True)
     model.load_state_dict(saved.state_dict(), strict=True)
     del saved
+
+# %% ../nbs/11_grpo.ipynb #b1773928
+class CheckpointWriteError(OSError):
+    "Writing a checkpoint failed midway (e.g. the disk filled up); the previous complete checkpoint is untouched."
+
+@patch
+def _save_checkpoint(self: TimeR1Trainer, model, trial):
+    # Why: a failed write surfaces as a low-level torch/safetensors error that says nothing of the checkpoint
+    try: return super(TimeR1Trainer, self)._save_checkpoint(model, trial)
+    except (OSError, RuntimeError) as e:
+        import shutil
+        out = Path(self.args.output_dir)
+        ckpt = out / f'checkpoint-{self.state.global_step}'
+        free = shutil.disk_usage(out).free if out.exists() else 0
+        raise CheckpointWriteError(
+            f"writing {ckpt} failed ({type(e).__name__}: {str(e)[:300]}); {free / 2**20:.0f} MiB free on its disk. "
+            "The previous complete checkpoint is untouched: free space, then rerun with "
+            f"resume_from_checkpoint='latest' (it skips the incomplete {ckpt.name})") from e

@@ -11,7 +11,7 @@ REPRODUCIBLE_CPU_ENV = {'ATEN_CPU_CAPABILITY': 'avx2', 'MKL_CBWR': 'AVX2', 'ONED
 if os.environ.get('TIMER1_REPRODUCIBLE_CPU', '1') != '0':
     for _k, _v in REPRODUCIBLE_CPU_ENV.items(): os.environ.setdefault(_k, _v)
 
-import datetime, json, math, platform, sys, time
+import datetime, json, math, platform, sys, time, warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,9 @@ class _DataArgs:
                                "(same specs as train_annotations).")
     video_root: str = _f('', "Folder relative video paths are resolved against ('' = as written); "
                          "missing videos stop the run before any model is loaded.")
+    skip_bad_videos: bool = _f(False, "Train and evaluate on the rest when some items' videos are missing or cannot "
+                               "be decoded (each skipped item logged and listed in missing_videos_/"
+                               "unreadable_videos_<split>.txt) instead of stopping the run.")
     out_dir: str = _f('', "Run folder ('' = artifacts/runs/<UTC time>); "
                       "rerun into it with resume_from_checkpoint='latest'.")
     seed: int = _f(0, "Seed of the curriculum draw, SFT and GRPO.")
@@ -624,12 +627,13 @@ def _check_annotations(param: str, value, ann, out: Path):
                           "every record it is given: fix or remove them (data.load_annotations(path, "
                           "on_error='skip') loads the rest, data.write_timerft writes them back)")
 
-def _check_readable(param: str, value, split: str, items, video_root, out: Path):
+def _check_readable(param: str, value, split: str, items, video_root, out: Path, skip: bool = False) -> list:
     ("Videos that exist but cannot be decoded (`data.unreadable_videos`: truncated, empty, not a video) stop the run: "
-     "UnreadableVideosError naming each file and a record using it (all in `unreadable_videos_<split>.txt`).")
+     "UnreadableVideosError naming each file and a record using it (all in `unreadable_videos_<split>.txt`); "
+     "with `skip` their items are logged, listed and left out. Returns the items kept.")
     from timer1_lib.data import unreadable_videos, UnreadableVideosError
     bad = unreadable_videos(items, video_root)
-    if not bad: return
+    if not bad: return list(items)
     files = {}
     for it, path, why in bad: files.setdefault(path, (why, []))[1].append(it.id)
     listing = out / f'unreadable_videos_{split}.txt'
@@ -637,10 +641,14 @@ def _check_readable(param: str, value, split: str, items, video_root, out: Path)
         listing.write_text(''.join(f"{p}\t{why}\t{','.join(ids)}\n" for p, (why, ids) in files.items()))
     first = ' | '.join(f"'{p}' (record {ids[0]!r}" + (f" and {len(ids) - 1} more" if len(ids) > 1 else '')
                        + f"): {why}" for p, (why, ids) in list(files.items())[:5])
-    raise UnreadableVideosError(
-        f"{param}={value!r}: {split}: {len(files)} video file(s) cannot be decoded ({len(bad)} of {len(items)} "
-        f"items): {first}" + (' | ...' if len(files) > 5 else '') + f"; full list in {listing}. Re-download or "
-        "re-encode them, or remove their records: training uses every item it is given", bad)
+    head = (f"{param}={value!r}: {split}: {len(files)} video file(s) cannot be decoded ({len(bad)} of {len(items)} "
+            f"items): {first}" + (' | ...' if len(files) > 5 else '') + f"; full list in {listing}")
+    if skip:
+        drop = {id(it) for it, _, _ in bad}
+        log(f"[data] {head}. Skipped (skip_bad_videos=True): {len(items) - len(drop)} items left")
+        return [it for it in items if id(it) not in drop]
+    raise UnreadableVideosError(head + ". Re-download or re-encode them, remove their records, or set "
+                                "skip_bad_videos=True to train on the rest", bad)
 
 @patch
 def load_data(self: TrainingRun):
@@ -648,7 +656,7 @@ def load_data(self: TrainingRun):
      "weights, no annotation record was skipped, and every video exists (MissingVideosError) and opens "
      "(UnreadableVideosError), each error naming the parameter, the file and the records.")
     from timer1_lib.coldstart import load_cot_examples
-    from timer1_lib.evaluate import synth_test_split, load_dataset, check_videos, MissingVideosError
+    from timer1_lib.evaluate import synth_test_split, load_dataset
     c, vr, t0 = self.cfg, self.plan.video_root, time.perf_counter()
     if is_main_process(): _check_run_folder(c, self.plan); self.out.mkdir(parents=True, exist_ok=True)
     train = (synth_test_split().items('train') if c.train_annotations == 'synth-train'
@@ -664,15 +672,14 @@ def load_data(self: TrainingRun):
         if bare: _bad('cold_start', c.cold_start, f"with think the cold start needs CoT targets: {len(bare)} items of "
                       f"train_annotations={c.train_annotations!r} have no dense captions (e.g. {bare[:3]}); give a "
                       "cot_file, or think=False")
+    kept = {}
     for split, param, items in (('train', 'train_annotations', self.train_items),
                                 ('test', 'test_annotations', self.test_items),
                                 ('cot', 'cot_file', self.sft_items if c.cot_file and c.cold_start else []),
                                 ('qa', 'qa_annotations', self.qa_items)):
-        # training uses every item it is given
-        try: check_videos(items, vr, dataset=split, out_dir=self.out, can_exclude=False)
-        except MissingVideosError as e:
-            raise MissingVideosError(f"{param}={getattr(c, param)!r}: {e}", e.missing, e.items) from None
-        _check_readable(param, getattr(c, param), split, items, vr, self.out)
+        kept[split] = _usable_items(c, split, param, items, vr, self.out)
+    self.train_items, self.test_items, self.qa_items = kept['train'], kept['test'], kept['qa']
+    self.sft_items = kept['cot'] if c.cot_file and c.cold_start else self.sft_items if c.cot_file else self.train_items
     self.timings['data_s'] = time.perf_counter() - t0
 
 @patch
@@ -685,6 +692,22 @@ def data_table(self: TrainingRun):
                           'mean duration (s)': sum(it.duration for it in v) / len(v),
                           'mean segment (s)': sum(it.segment[1] - it.segment[0] for it in v) / len(v)}
                          for n, v in splits if v]).set_index('split')
+
+def _usable_items(c, split: str, param: str, items, video_root, out: Path) -> list:
+    "The items of `split` whose video exists and opens; others stop the run (skip_bad_videos: are left out)."
+    from timer1_lib.evaluate import check_videos, MissingVideosError
+    try:
+        with warnings.catch_warnings():   # check_videos' own warning speaks of evaluation: the log line below says it
+            warnings.simplefilter('ignore')
+            ok = check_videos(items, video_root, exclude_missing=c.skip_bad_videos, dataset=split, out_dir=out,
+                              can_exclude=False)
+    except MissingVideosError as e:
+        raise MissingVideosError(f"{param}={getattr(c, param)!r}: {e}" + ("" if c.skip_bad_videos else
+                                 " Or set skip_bad_videos=True to train on the rest."), e.missing, e.items) from None
+    if len(ok) < len(items):
+        log(f"[data] {split}: {len(items) - len(ok)} of {len(items)} items skipped, their video missing "
+            f"(skip_bad_videos=True; list in {out / f'missing_videos_{split}.txt'})")
+    return _check_readable(param, getattr(c, param), split, ok, video_root, out, skip=c.skip_bad_videos)
 
 # %% ../nbs/14_train.ipynb #92d1b546
 @patch
