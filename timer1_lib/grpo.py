@@ -440,6 +440,14 @@ def _shared_logps(self: TimeR1Trainer, model, input_ids, attention_mask, logits_
                   compute_entropy=False):
     "Log-probs (and entropies) of the completions, one packed forward per group (in chunks of `batch_size` rows)."
     rows, P = self._video_ctx, input_ids.size(1) - logits_to_keep
+    vis = [t for t in (self._video_token_id, self._image_token_id) if t is not None]
+    n_vis = torch.isin(input_ids[:, P:], torch.tensor(vis, device=input_ids.device)).sum(-1)
+    if n_vis.any():   # as video_model_inputs says it on the row-by-row path
+        i = int(n_vis.nonzero()[0])
+        n_tok = int((input_ids[i] == self._video_token_id).sum())
+        n_feat = int(rows[i]['video_grid_thw'].prod(-1).sum() // self._merge_size ** 2)
+        raise RuntimeError(f"row {i}: {n_tok} <|video_pad|> tokens but {n_feat} video features (a vision token in "
+                           "the completion? they must be in generation_kwargs['suppress_tokens'])")
     prompts = [input_ids[i, :P][attention_mask[i, :P].bool()] for i in range(len(rows))]
     groups = group_rows([(tuple(p.tolist()), id(r['pixel_values_videos'])) for p, r in zip(prompts, rows)])
     m, bs = self.accelerator.unwrap_model(model), batch_size or input_ids.size(0)
