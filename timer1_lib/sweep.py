@@ -19,7 +19,8 @@ from .core import artifacts_dir, log, resolve_path, write_json
 __all__ = ['COLD_START_FIELDS', 'COLD_START_ONLY', 'EVAL_FIELDS', 'SWEEP_SET', 'PATH_FIELDS', 'METRICS', 'RUN_FILE', 'specs_dir',
            'slug', 'SweepSpec', 'shipped_specs', 'spec_path', 'load_spec', 'cold_start_key', 'shares_cold_start',
            'PlannedRun', 'plan_runs', 'plan_sweep', 'run_state', 'run_sweep', 'run_entry', 'sweep_entries', 'table_of',
-           'table_markdown', 'plot_table', 'sweep_table', 'plan_lines', 'make_parser', 'main']
+           'table_markdown', 'spec_tables', 'tables_markdown', 'plot_table', 'sweep_table', 'plan_lines', 'make_parser',
+           'main']
 
 # %% ../nbs/16_sweep.ipynb #45e1fc11
 COLD_START_FIELDS = ('model_path', 'train_annotations', 'video_root', 'think', 'cold_start_steps', 'cold_start_lr',
@@ -69,7 +70,9 @@ class SweepSpec:
 
     `start_row` adds a table row for the model that row `start_of` (default: the reference, else the first GRPO
     row) started from; `cold_start_run` are extra fields of the shared cold-start runs (default: they evaluate like
-    the first row that starts from them, without the evaluation before training). Validation names the field."""
+    the first row that starts from them, without the evaluation before training). `tables` groups rows into
+    paper-style tables (title -> rows, or {rows, reference}; a row may appear under a label, e.g. the same runs as
+    'random' in one table and 'tIoU+ME' in another), each with its own reference. Validation names the field."""
     name: str
     rows: dict
     seeds: list = field(default_factory=lambda: [0])
@@ -83,9 +86,10 @@ class SweepSpec:
     parallel: int = 1
     out_dir: str = ''
     description: str = ''
+    tables: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self._check_shape(); self._check_fields(); self._check_rows()
+        self._check_shape(); self._check_fields(); self._check_rows(); self._check_tables()
 
     @classmethod
     def from_yaml(cls, path) -> SweepSpec:
@@ -177,6 +181,30 @@ def output_dir(self: SweepSpec, out_dir=None) -> Path:
     "`out_dir`, else the spec's `out_dir`, else `artifacts/runs/sweeps/<name>` (absolute)."
     d = out_dir or self.out_dir
     return resolve_path(d) if d else artifacts_dir() / 'runs' / 'sweeps' / self.name
+
+# %% ../nbs/16_sweep.ipynb #7e96aedc
+@patch
+def _check_tables(self: SweepSpec):
+    "Normalise `tables` to {title: {'rows': {label: row}, 'reference': row}}; rows must be rows or the start row."
+    known, out = [*self.rows, *([self.start_row] if self.start_row else [])], {}
+    if not isinstance(self.tables, Mapping): _bad('tables', self.tables, "must be a mapping of title -> rows")
+    for title, t in self.tables.items():
+        where = f'tables[{title!r}]'
+        t = {'rows': t} if isinstance(t, (list, tuple)) else t
+        if not isinstance(t, Mapping) or set(t) - {'rows', 'reference'} or 'rows' not in t:
+            _bad(where, t, "must be a list of rows or a mapping with 'rows' (and optionally 'reference')")
+        rows = t['rows']
+        if isinstance(rows, (list, tuple)):
+            rows = {(next(iter(r)) if isinstance(r, Mapping) else r): (next(iter(r.values())) if isinstance(r, Mapping)
+                                                                     else r) for r in rows}
+        if not isinstance(rows, Mapping) or not rows:
+            _bad(f'{where}.rows', rows, "must be a non-empty list of rows (or of {label: row}) or a mapping")
+        ref = t.get('reference') or self.reference
+        for label, r in [*rows.items(), ('reference', ref)]:
+            if r not in known: _bad(f'{where}.rows' if label != 'reference' else f'{where}.reference', r,
+                                    f"is not a row of the sweep ({known})")
+        out[str(title)] = {'rows': {str(k): v for k, v in rows.items()}, 'reference': ref}
+    self.tables = out
 
 # %% ../nbs/16_sweep.ipynb #747d10de
 def shipped_specs() -> list[str]:
@@ -572,6 +600,37 @@ def table_markdown(spec: SweepSpec, tab, deltas, missing=(), n_boot: int = 2000)
     if missing: lines += ['', 'Not finished (not in the tables): ' + ', '.join(f'`{n}`' for n in missing) + '.']
     return '\n'.join(lines) + '\n'
 
+# %% ../nbs/16_sweep.ipynb #b28596f3
+def spec_tables(spec: SweepSpec, entries: dict, n_boot: int = 2000) -> list:
+    "[(title, reference label, table, deltas)] of `spec.tables` (`table_of` per table, rows relabelled)."
+    out = []
+    for title, t in spec.tables.items():
+        rows, ref = t['rows'], t['reference']
+        tab, dl = table_of(entries, list(dict.fromkeys([*rows.values(), ref])), ref, n_boot=n_boot)
+        label = {r: lab for lab, r in rows.items()}
+        ref_label = label.get(ref, ref)
+        tab = tab.loc[[r for r in rows.values()]].rename(index=label)
+        out.append((title, ref_label, tab, dl.loc[[r for r in rows.values() if r in dl.index]].rename(index=label)))
+    return out
+
+def tables_markdown(spec: SweepSpec, tables: list) -> str:
+    "One Markdown table per `spec_tables` entry: mean ± SD over seeds and Δ vs the table's reference [95% CI]."
+    ms, lines = METRICS[:4], []
+    for title, ref, tab, dl in tables:
+        rows = spec.tables[title]['rows']
+        lines += [f'## {title}', '', f'Paired against *{ref}*; mean ± SD over seeds, Δ = row − {ref} with a '
+                  'bootstrap 95% CI (items × seeds).', '',
+                  '| row | seeds | ' + ' | '.join(ms) + ' | Δ mIoU | Δ R1@0.5 |',
+                  '|---|---:|' + '---|' * (len(ms) + 2)]
+        for lab, d in tab.iterrows():
+            name = lab if rows[lab] == lab else f'{lab} (= *{rows[lab]}*)'
+            delta = ['—', '—'] if lab not in dl.index else [_ci(dl.loc[lab], m) for m in ('mIoU', 'R1@0.5')]
+            if lab == ref: delta = ['reference', '']
+            lines.append(f"| {name} | {int(d['seeds'])} | " + ' | '.join(_pm(d, m) for m in ms) + ' | '
+                         + ' | '.join(delta) + ' |')
+        lines.append('')
+    return '\n'.join(lines)
+
 # %% ../nbs/16_sweep.ipynb #aefdca4f
 def plot_table(tab, path=None, title: str = ''):
     "Bars of R1@0.3/0.5/0.7 and mIoU per row, error bars = the spread over seeds; saved to `path`."
@@ -602,7 +661,8 @@ def _spec_and_out(source, out_dir=None) -> tuple[SweepSpec, Path]:
 
 def sweep_table(source, out_dir=None, write: bool = True, n_boot: int = 2000):
     ("(Markdown, table DataFrame; `.attrs['deltas']` = the paired differences) of a sweep (spec, spec file or "
-     "folder); writes `table.md`, `table.csv`, `deltas.csv`, `table.png` beside `sweep.json`.")
+     "folder); writes `table.md`, `table.csv`, `deltas.csv`, `table.png` beside `sweep.json` (with `tables`: a "
+     "section per table in `table.md`, `tables.csv` and `table_<title>.png`).")
     spec, out = _spec_and_out(source, out_dir)
     plan = plan_runs(spec)
     runs = {n: collect_run(out / 'runs' / n) for n in plan if (out / 'runs' / n / 'metrics.json').is_file()}
@@ -611,10 +671,18 @@ def sweep_table(source, out_dir=None, write: bool = True, n_boot: int = 2000):
     tab, deltas = table_of(entries, rows, spec.reference, n_boot=n_boot)
     missing = [n for n, r in plan.items() if r.row is not None and (r.row, r.seed) not in entries]
     md = table_markdown(spec, tab, deltas, missing, n_boot)
+    tables = spec_tables(spec, entries, n_boot)
+    if tables: md += '\n' + tables_markdown(spec, tables)
     if write:
         out.mkdir(parents=True, exist_ok=True)
         (out / 'table.md').write_text(md); tab.to_csv(out / 'table.csv'); deltas.to_csv(out / 'deltas.csv')
         plot_table(tab, out / 'table.png', f'sweep {spec.name}')
+        for title, ref, t, dl in tables:
+            plot_table(t, out / f'table_{slug(title)}.png', title)
+        if tables:
+            import pandas as pd
+            pd.concat([t.join(dl.drop(columns=['seeds', 'items', 'reference']).add_suffix(' Δ'))
+                       .assign(table=title, reference=ref) for title, ref, t, dl in tables]).to_csv(out / 'tables.csv')
         rec = _read_json(out / 'sweep.json') or {'name': spec.name, 'spec': spec.to_dict()}
         write_json(out / 'sweep.json', {**rec, 'table': dict(made=_stamp(), missing=missing,
                                                               versions=machine_info()['versions'])})
