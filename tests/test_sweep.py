@@ -153,7 +153,7 @@ def test_shipped_specs_load_validate_and_plan():
         assert all(plan[r.start].row is None and plan[r.start].seed == r.seed for r in plan.values() if r.start)
     taro = plan_runs(load_spec('taro'))
     assert len(taro) == 3 + 18 and len({r.start for r in taro.values() if r.start}) == 3
-    from timer1_lib.bench import _taro_plan
-    bench = _taro_plan()
+    from timer1_lib.bench import taro_plan
+    bench = taro_plan()
     assert {n for n in taro if not n.startswith('cs_')} == {n for n in bench if not n.startswith('cs_')}
 

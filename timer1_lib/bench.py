@@ -17,10 +17,10 @@ __all__ = ['BENCHMARKS', 'SMOKE_TEXT', 'SMOKE_VISION', 'PHASES', 'QWEN_7B_TEXT',
            'current_command', 'benchmark', 'bench_dir', 'save_result', 'machine_info', 'build_parser', 'main',
            'cache_timings', 'video_cache', 'predict_timing', 'gpu_predict', 'PhaseTimer', 'grpo_step_timing',
            'grpo_step_equality', 'gpu_rates', 'compute_floor', 'grpo_step', 'sft_curve', 'coldstart_sft', 'synth_speed',
-           'launch_run', 'run_plan', 'collect_run', 'run_study', 'load_runs', 'paired_delta', 'analyze_study',
-           'taro_entries', 'analyze_taro', 'taro', 'taro_results', 'analyze_videoqa', 'videoqa', 'videoqa_results',
-           'grpo_gpu', 'grpo_gpu_results', 'grpo_vs_sft', 'grpo_vs_sft_results', 'cpu_isa', 'entry_points',
-           'real_data_fixture']
+           'grpo_vs_sft_sweep2', 'launch_run', 'run_plan', 'collect_run', 'run_study', 'load_runs', 'paired_delta',
+           'analyze_study', 'taro_plan', 'taro_entries', 'analyze_taro', 'taro', 'taro_results', 'analyze_videoqa',
+           'videoqa', 'videoqa_results', 'grpo_gpu', 'grpo_gpu_results', 'grpo_vs_sft', 'grpo_vs_sft_results',
+           'cpu_isa', 'entry_points', 'real_data_fixture']
 
 # %% ../nbs/90_bench.ipynb #ed78d04c
 from .core import artifacts_dir, jsonable, repo_root, resolve_path, write_json
@@ -781,7 +781,7 @@ def _grpo_gpu_heldout(seeds=(0, 1), rewards=('tiou', 'recall')) -> dict:
     return plan
 
 # %% ../nbs/90_bench.ipynb #57a05468
-def _grpo_vs_sft_sweep2() -> dict:
+def grpo_vs_sft_sweep2() -> dict:
     ("The CPU default's GRPO phase: default runs for 3 seeds, same-compute SFT arms, "
      "the held-out split's cold start and arms.")
     E = EVAL_ALL
@@ -1037,7 +1037,7 @@ TARO_GRPO = dict(HELD, think=True, num_generations=8, prompts_per_step=8, sample
 
 def _taro_slug(row: str) -> str: return row.strip('+').lower().replace('+', '_') or 'grpo'
 
-def _taro_plan(seeds=(0, 1, 2), rows=tuple(TARO_ROWS), cold_start_steps: int = 800, grpo: dict | None = None) -> dict:
+def taro_plan(seeds=(0, 1, 2), rows=tuple(TARO_ROWS), cold_start_steps: int = 800, grpo: dict | None = None) -> dict:
     "A caption cold start per seed (think), then every row from its model."
     plan = {}
     for s in seeds:
@@ -1047,7 +1047,7 @@ def _taro_plan(seeds=(0, 1, 2), rows=tuple(TARO_ROWS), cold_start_steps: int = 8
             plan[f'{_taro_slug(r)}_s{s}'] = (dict(TARO_GRPO, **(grpo or {}), seed=s, **TARO_ROWS[r]), f'cs_s{s}')
     return plan
 
-TARO_SMOKE = lambda: _taro_plan((0,), ('GRPO', '+CRE+TR+PC'), 2, dict(
+TARO_SMOKE = lambda: taro_plan((0,), ('GRPO', '+CRE+TR+PC'), 2, dict(
     num_generations=2, prompts_per_step=2, sample_pool=4, sample_k=4, num_train_epochs=2, eval_limit=3,
     max_completion_length=16, eval_max_new_tokens=16))
 
@@ -1246,10 +1246,10 @@ STUDIES = {
                      plans=dict(main=_grpo_gpu_main, heldout=_grpo_gpu_heldout, probe=_grpo_gpu_probe,
                                 smoke=lambda: dict(SMOKE_PLAN)),
                      analyze=('main', 'heldout'), comparisons=_grpo_gpu_comparisons, same=_grpo_gpu_same),
-    'grpo_vs_sft': dict(title='GRPO vs SFT (the CPU default\'s GRPO phase)', plans=dict(sweep2=_grpo_vs_sft_sweep2),
+    'grpo_vs_sft': dict(title='GRPO vs SFT (the CPU default\'s GRPO phase)', plans=dict(sweep2=grpo_vs_sft_sweep2),
                         analyze=('sweep1', 'sweep2'), comparisons=_grpo_vs_sft_comparisons),
-    'taro': dict(title='TaRO ablation', plans=dict(main=_taro_plan, s01=lambda: _taro_plan((0, 1)),
-                                                   s2=lambda: _taro_plan((2,)), smoke=TARO_SMOKE)),
+    'taro': dict(title='TaRO ablation', plans=dict(main=taro_plan, s01=lambda: taro_plan((0, 1)),
+                                                   s2=lambda: taro_plan((2,)), smoke=TARO_SMOKE)),
     'videoqa': dict(title='VideoQA: cold start vs GRPO vs more SFT',
                     plans=dict(main=_qa_plan, cpu=_qa_cpu, smoke=_qa_smoke)),
 }

@@ -21,13 +21,13 @@ from .core import append_jsonl, jsonable, write_json
 from .data import GroundingItem, resolve_video
 from .model import build_messages, model_for_training, vision_token_ids
 from .rewards import REWARDS, completion_text, get_reward, parse_answer
-from .shared import SHARED_ATTN, VIDEO_KEYS, group_rows, shared_generate, shared_logps
+from .shared import SHARED_ATTN, VIDEO_KEYS, group_rows, shared_generate, shared_logps, unique_index
 from .video import FrameCache, VideoArgs, load_video, processor_video_kwargs
 
 # %% auto #0
 __all__ = ['LOSS_TYPES', 'reward_names', 'reward_label', 'TimeR1Config', 'grounding_rows', 'grounding_dataset',
-           'toy_grounding_items', 'mm_token_type_ids', 'video_model_inputs', 'TimeR1Trainer', 'unique_index',
-           'video_rows', 'GroundingLogCallback', 'NonFiniteGradGuard', 'CheckpointWriteError']
+           'toy_grounding_items', 'mm_token_type_ids', 'video_model_inputs', 'TimeR1Trainer', 'video_rows',
+           'GroundingLogCallback', 'NonFiniteGradGuard', 'CheckpointWriteError']
 
 # %% ../nbs/11_grpo.ipynb #d1291a73
 LOSS_TYPES = {
@@ -326,14 +326,6 @@ def _generate_and_score_completions(self: TimeR1Trainer, inputs):
     return out
 
 # %% ../nbs/11_grpo.ipynb #27b9067d
-def unique_index(keys) -> tuple[list[int], list[int]]:
-    "For hashable `keys`: each key's position among the distinct keys, and the first index of each distinct key."
-    pos, index, first = {}, [], []
-    for i, k in enumerate(keys):
-        if k not in pos: pos[k] = len(first); first.append(i)
-        index.append(pos[k])
-    return index, first
-
 def video_rows(enc, device) -> list[dict]:
     "Per video of a processor output: its `pixel_values_videos`, `video_grid_thw`, `second_per_grid_ts` on `device`."
     grid = enc['video_grid_thw']

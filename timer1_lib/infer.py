@@ -21,8 +21,8 @@ from .rewards import parse_answer, iou
 from .model import build_prompt, prompt_variant, vision_token_ids, PROMPT_TEMPLATES, SYSTEM
 
 # %% auto #0
-__all__ = ['RUN_KEYS', 'PredictionConfigError', 'generation_params', 'run_config', 'read_predictions', 'predict', 'rank_file',
-           'shard_batches', 'predict_sharded']
+__all__ = ['RUN_KEYS', 'PredictionConfigError', 'generation_params', 'run_config', 'read_predictions', 'count_new_tokens',
+           'predict', 'rank_file', 'shard_batches', 'predict_sharded']
 
 # %% ../nbs/06_infer.ipynb #09759444
 class PredictionConfigError(ValueError):
@@ -67,7 +67,8 @@ def _model_path(model) -> str:
     p = str(getattr(model, 'name_or_path', None) or getattr(model.config, '_name_or_path', '') or '')
     return str(Path(p).resolve()) if p and Path(p).is_dir() else p   # same run from another cwd -> same header
 
-def _n_new(row: torch.Tensor, eos: set[int]) -> tuple[int, bool]:
+def count_new_tokens(row: torch.Tensor, eos: set[int]) -> tuple[int, bool]:
+    "(Tokens of a generated `row` up to and with its first `eos` id, whether it ran out without one)."
     for j, t in enumerate(row.tolist()):
         if t in eos: return j + 1, False
     return len(row), True
@@ -163,7 +164,7 @@ def _batch_records(batch: list[GroundingItem], inputs, out: torch.Tensor, tok, e
     "The `prediction` records of `batch` from `generate` output `out`: answer text, parsed span, IoU, token counts."
     L, recs = inputs['input_ids'].shape[1], []
     for i, it in enumerate(batch):
-        n, trunc = _n_new(out[i, L:], eos)
+        n, trunc = count_new_tokens(out[i, L:], eos)
         text = tok.decode(out[i, L:L + n], skip_special_tokens=True)
         pred = parse_answer(text)
         row = inputs['input_ids'][i][inputs['attention_mask'][i].bool()]

@@ -11,15 +11,24 @@ from typing import Hashable, Sequence
 import torch
 
 # %% auto #0
-__all__ = ['SHARED_ATTN', 'VIDEO_KEYS', 'group_rows', 'shared_prefix_mask', 'rope_module', 'row_positions', 'pack_group',
-           'shared_logps', 'cache_keyword', 'left_pad', 'shared_generate']
+__all__ = ['SHARED_ATTN', 'VIDEO_KEYS', 'unique_index', 'group_rows', 'shared_prefix_mask', 'rope_module', 'row_positions',
+           'pack_group', 'shared_logps', 'cache_keyword', 'left_pad', 'shared_generate']
 
 # %% ../nbs/08_shared.ipynb #e55329b6
+def unique_index(keys: Sequence[Hashable]) -> tuple[list[int], list[int]]:
+    "For hashable `keys`: each key's position among the distinct keys, and the first index of each distinct key."
+    pos, index, first = {}, [], []
+    for i, k in enumerate(keys):
+        if k not in pos: pos[k] = len(first); first.append(i)
+        index.append(pos[k])
+    return index, first
+
 def group_rows(keys: Sequence[Hashable]) -> list[list[int]]:
     "Row indices grouped by equal key: groups in first-seen order, rows in order within a group."
-    out: dict = {}
-    for i, k in enumerate(keys): out.setdefault(k, []).append(i)
-    return list(out.values())
+    index, first = unique_index(keys)
+    out = [[] for _ in first]
+    for i, j in enumerate(index): out[j].append(i)
+    return out
 
 # %% ../nbs/08_shared.ipynb #27d13e25
 SHARED_ATTN = ('sdpa', 'eager')
@@ -99,11 +108,9 @@ def cache_keyword(model) -> str:
     return 'cache' if 'cache' in inspect.signature(type(rope_module(model)).forward).parameters else 'past_key_values'
 
 def left_pad(seqs: Sequence[Sequence[int]], value: int, device=None) -> torch.Tensor:
-    "Left-padded (N, max len) long tensor of `seqs`."
-    out = torch.full((len(seqs), max(map(len, seqs))), value, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if len(s): out[i, out.size(1) - len(s):] = torch.as_tensor(list(s))
-    return out.to(device)
+    "Left-padded (N, max len) long tensor of token lists `seqs` (TRL's `pad`, which takes tensors)."
+    from trl.trainer.utils import pad
+    return pad([torch.as_tensor(list(s), dtype=torch.long) for s in seqs], value, padding_side='left').to(device)
 
 VIDEO_KEYS = ('pixel_values_videos', 'video_grid_thw', 'second_per_grid_ts')
 

@@ -145,7 +145,8 @@ from transformers import TrainerCallback
 
 from .core import gather_objects, write_json
 from .curriculum import CurriculumTrainer
-from .grpo import TimeR1Config, TimeR1Trainer, reward_names, unique_index, video_rows
+from .grpo import TimeR1Config, TimeR1Trainer, reward_names, video_rows
+from .shared import unique_index
 from .rewards import completion_text, parse_answer, segment_score
 from .video import processor_video_kwargs
 
@@ -293,17 +294,19 @@ class TemporalSensitivityReward:
 def sequence_logps(self: TemporalSensitivityReward, prompt_ids, completion_ids, masks, *row_sets):
     "Per row set (video rows per sequence): mean log-prob over each completion's masked tokens (NaN: none). No grad."
     from trl.models.utils import disable_gradient_checkpointing
+    from trl.trainer.utils import pad
+    from timer1_lib.shared import left_pad
     tr = self.trainer
     tok = tr.processing_class.tokenizer
-    pad, dev = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id, tr.accelerator.device
-    P, C = max(map(len, prompt_ids)), max(1, max(map(len, completion_ids)))
-    ids = torch.full((len(prompt_ids), P + C), pad, dtype=torch.long)
-    am = torch.zeros_like(ids)
-    for i, (a, c) in enumerate(zip(prompt_ids, completion_ids)):   # prompts left-padded, completions right-padded
-        ids[i, P - len(a):P], am[i, P - len(a):P + len(c)] = torch.tensor(a), 1
-        if len(c): ids[i, P:P + len(c)] = torch.as_tensor(list(c))
-    m = torch.zeros(len(ids), C, dtype=torch.bool)
-    for i, mk in enumerate(masks): m[i, :len(mk)] = torch.tensor(mk, dtype=torch.bool)
+    pad_id, dev = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id, tr.accelerator.device
+    C = max(1, max(map(len, completion_ids)))
+    def right(xs, v, dt=torch.long):   # TRL's pad to width C (a full-width row, dropped, sets the width)
+        return pad([torch.as_tensor(list(x), dtype=dt) for x in xs] + [torch.full((C,), v, dtype=dt)], v)[:-1]
+    # prompts left-padded, completions right-padded
+    ids = torch.cat([left_pad(prompt_ids, pad_id), right(completion_ids, pad_id)], 1)
+    am = torch.cat([left_pad([[1] * len(a) for a in prompt_ids], 0),
+                    right([[1] * len(c) for c in completion_ids], 0)], 1)
+    m = right(masks, False, torch.bool)
     out, prev = [], tr._video_ctx
     try:
         with torch.no_grad(), disable_gradient_checkpointing(tr.model, tr.args.gradient_checkpointing_kwargs):

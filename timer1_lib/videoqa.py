@@ -677,10 +677,10 @@ def _video_path(it: QAItem, video_root) -> Path:
 def _qa_records(batch: list[QAItem], inputs, out, tok, eos: set[int], vid_id: int | None,
                 seconds: float) -> list[dict]:
     "The `prediction` records of `batch` from `generate` output `out`: text, parsed choice, correctness, token counts."
-    from timer1_lib.infer import _n_new
+    from timer1_lib.infer import count_new_tokens
     L, recs = inputs['input_ids'].shape[1], []
     for i, it in enumerate(batch):
-        n, trunc = _n_new(out[i, L:], eos)
+        n, trunc = count_new_tokens(out[i, L:], eos)
         text = tok.decode(out[i, L:L + n], skip_special_tokens=True)
         c, row = parse_choice(text, it.options), inputs['input_ids'][i][inputs['attention_mask'][i].bool()]
         recs.append(dict(type='prediction', id=it.id, question=it.question, video=str(it.video),
