@@ -401,13 +401,13 @@ def _caption_rows(row) -> list:
     return [(c['start'], c['end'], c['text']) if isinstance(c, dict) else tuple(c) for c in row.get('captions') or []]
 
 @patch
-def plan_rollouts(self: TaroTrainer, inputs: list[dict]) -> list[dict | None]:
-    "Per row: None (a free rollout) or its reasoning prefix as dict(k, text, ids)."
+def plan_rollouts(self: TaroTrainer, inputs: list[dict], p: float | None = None) -> list[dict | None]:
+    "Per row: None (a free rollout) or its reasoning prefix as dict(k, text, ids); `p`: `constructed_p()` (default)."
     caps = [_caption_rows(r) for r in inputs]
     # one draw over the global batch (ranks hold consecutive slices of it), so the plan does not depend on N
     rank, n = self.accelerator.process_index, len(inputs)
     counts = [k for part in gather_objects([len(c) for c in caps]) for k in part]
-    ks = draw_constructed(counts, self.constructed_p(), self.args.taro_seed,
+    ks = draw_constructed(counts, self.constructed_p() if p is None else p, self.args.taro_seed,
                           self.state.global_step * 4099)[rank * n:(rank + 1) * n]
     tok, out = self.processing_class.tokenizer, []
     for r, c, k in zip(inputs, caps, ks):
@@ -421,8 +421,8 @@ def plan_rollouts(self: TaroTrainer, inputs: list[dict]) -> list[dict | None]:
 def _generate_and_score_completions(self: TaroTrainer, inputs):
     # Why: the constructed-rollout plan must be drawn per row before generation and travel with the batch
     # (`taro_constructed`, split and shuffled by TRL with the other per-row tensors) to the loss.
-    self._taro_plan, self.taro_reward.last = self.plan_rollouts(inputs), None
     p = self.constructed_p()
+    self._taro_plan, self.taro_reward.last = self.plan_rollouts(inputs, p), None
     try: out = super(TaroTrainer, self)._generate_and_score_completions(inputs)
     finally: plan, self._taro_plan = self._taro_plan, None
     dev, mode = self.accelerator.device, 'train' if self.model.training else 'eval'
