@@ -31,6 +31,8 @@ __all__ = ['REPRODUCIBLE_CPU_ENV', 'PRESETS', 'PRESET_HELP', 'METHODS', 'DIFFICU
 # %% ../nbs/14_train.ipynb #7a885f2a
 PRESETS: dict[str, dict[str, Any]] = {
     'cpu': dict(difficulty_model='start'),
+    'cpu-rl': dict(difficulty_model='start', cold_start_steps=600, num_generations=8, prompts_per_step=4,
+                   sample_k=128, sample_pool=256, eval_limit=0),
     'gpu': dict(difficulty_model='start', num_generations=8, prompts_per_step=16, sample_pool=0, sample_k=512,
                 num_train_epochs=2, eval_limit=0, eval_batch_size=64, qa_limit=0),
     'smoke': dict(difficulty_model='start', eval_limit=4, eval_max_new_tokens=16, max_completion_length=16,
@@ -39,6 +41,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 PRESET_HELP = {
     'cpu': 'the embedded default: tiny Qwen2.5-VL on SynthTVG learn, 2-core CPU, <= 15 min',
+    'cpu-rl': 'the CPU default rebalanced toward GRPO: 600 SFT steps, then ~9x the rollouts (32 a step, k=128), '
+              'all 400 test items; GRPO +5.6 mIoU over its cold start (3 seeds)',
     'gpu': 'scaled GRPO (128 completions a step, k=512, 2 epochs, all test items): ~20x the rollouts, a GPU machine',
     'smoke': 'a seconds-long check of the whole pipeline (nbdev_test, CI)',
 }
@@ -369,7 +373,7 @@ def _check_out_dir(self: TrainConfig):
 # %% ../nbs/14_train.ipynb #96d6ae79
 @patch(cls_method=True)
 def preset(cls: TrainConfig, name: str = 'cpu', **overrides) -> TrainConfig:
-    ("The named preset (`PRESETS`: cpu, gpu, smoke) with `overrides` on top; "
+    ("The named preset (`PRESETS`: cpu, cpu-rl, gpu, smoke) with `overrides` on top; "
      "unknown names or fields raise, naming them.")
     if name not in PRESETS: _bad('preset', name, f"must be one of {list(PRESETS)}")
     known = {f.name for f in fields(cls)}
