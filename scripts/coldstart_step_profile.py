@@ -3,7 +3,8 @@ tiny-learn), its SynthTVG learn training split, the default's ColdStartConfig (b
 Times the collator (video decode + processor; cold, then with the frame cache warm) and the optimizer step
 (forward, backward, AdamW), profiles 4 steps, and measures this CPU's fp32 matmul rate for the FLOP estimate.
 
-    python scripts/coldstart_step_profile.py            # 2 threads (the default run's)
+    python scripts/coldstart_step_profile.py            # 2 threads (both cores; the run itself uses 1)
+    python scripts/coldstart_step_profile.py 1 32       # 1 thread (cpu_threads='auto' for tiny models), 32 rows
 """
 import cProfile, pstats, sys, time
 from pathlib import Path

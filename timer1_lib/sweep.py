@@ -194,9 +194,8 @@ def _check_tables(self: SweepSpec):
         if not isinstance(t, Mapping) or set(t) - {'rows', 'reference'} or 'rows' not in t:
             _bad(where, t, "must be a list of rows or a mapping with 'rows' (and optionally 'reference')")
         rows = t['rows']
-        if isinstance(rows, (list, tuple)):
-            rows = {(next(iter(r)) if isinstance(r, Mapping) else r): (next(iter(r.values())) if isinstance(r, Mapping)
-                                                                     else r) for r in rows}
+        if isinstance(rows, (list, tuple)):    # [row, {label: row}, ...] -> {label: row}
+            rows = {k: v for r in rows for k, v in (r.items() if isinstance(r, Mapping) else [(r, r)])}
         if not isinstance(rows, Mapping) or not rows:
             _bad(f'{where}.rows', rows, "must be a non-empty list of rows (or of {label: row}) or a mapping")
         ref = t.get('reference') or self.reference
