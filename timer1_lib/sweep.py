@@ -52,7 +52,9 @@ def _default(f: dataclasses.Field):
 def _coerce(v, f: dataclasses.Field):
     "YAML reads `1e-4` as a string: the numbers and booleans of TrainConfig's float/int/bool fields from strings."
     if not isinstance(v, str): return v
-    t, s = str(f.type), v.strip()
+    # the annotation as a name: 'float' (postponed annotations), or the class once HfArgumentParser (the training
+    # CLI) has resolved TrainConfig's field types in place
+    t, s = f.type if isinstance(f.type, str) else getattr(f.type, '__name__', str(f.type)), v.strip()
     if t == 'float':
         try: return float(s)
         except ValueError: return v
